@@ -1,0 +1,303 @@
+"""Batched full-batch training of ``g`` on fine-tuning problems.
+
+One *lane* is one training run: (problem, width, key). A batch of lanes runs as one jitted kernel:
+lanes are sharded over the local devices (``shard_map``), and inside a device ``lax.map`` walks over
+fixed-size chunks of lanes, each chunk a ``vmap`` of the single-lane program. The chunk size is fixed
+by the protocol, so every lane runs the same per-chunk program whatever the number of devices: results
+do not depend on the device count (design.md, "Speed on a CPU").
+
+Training runs ``lax.scan`` segments of fixed length. A lane that meets the decision criterion freezes
+(``where``, not control flow, so vmap stays cheap); between segments the host stops the whole batch
+once every lane has succeeded. Widths, learning rates, step budgets, tolerances and the criterion are
+per-lane arrays: changing them never recompiles.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ftcjax._src import criteria, networks
+from ftcjax._src.errors import FTCInputError
+from ftcjax._src.problems import Problem
+from ftcjax._src.protocol import Protocol, StaticConfig, static_config
+
+_AXIS = "lanes"
+
+
+class FitResult(NamedTuple):
+    """Outcome of training runs (leading axis ``(B,)`` for a batch, scalars for :func:`fit`).
+
+    Attributes:
+      mse: mean squared error over all K samples at the returned parameters.
+      max_err: ``max_i |g(x_i) - z_i|`` at the returned parameters.
+      steps: optimizer steps taken (the step of first success, else the budget).
+      passed: ``(..., 3)`` flags for the criteria ``("paper", "strict", "relative")``.
+      success: the decision criterion's flag.
+      params: the trained parameters, padded to the bucket (``to_layers`` trims them).
+    """
+
+    mse: jax.Array
+    max_err: jax.Array
+    steps: jax.Array
+    passed: jax.Array
+    success: jax.Array
+    params: tuple
+
+
+class _Lanes(NamedTuple):
+    """Per-lane inputs of the kernel (each with a leading lane axis)."""
+
+    x_t: jax.Array          # (d, K) feature-major inputs
+    z: jax.Array            # (K,) residual targets
+    width: jax.Array        # () int32 total hidden neurons
+    key: jax.Array          # () PRNG key for the initialisation
+    z_scale: jax.Array      # () max(1, max|z|)
+    mse_zero: jax.Array     # () mean(z^2), the error of g = 0
+    learning_rate: jax.Array
+    steps: jax.Array        # () int32 step budget
+    paper_threshold: jax.Array
+    tol: jax.Array
+    rel_eps: jax.Array
+    criterion: jax.Array    # () int32 index into criteria.CRITERIA
+    live: jax.Array         # () bool, False on padding lanes
+
+
+class _State(NamedTuple):
+    params: tuple
+    opt_state: tuple
+    done: jax.Array         # () bool: met the decision criterion (parameters frozen since)
+    stop_step: jax.Array    # () int32: step of first success
+
+
+def _tree_where(cond, a, b):
+    return jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
+
+
+def _schedule(kind: str, t, total, dtype):
+    """Learning-rate multiplier at step ``t`` of ``total`` (both traced)."""
+    frac = jnp.clip(t.astype(dtype) / jnp.maximum(total, 1).astype(dtype), 0.0, 1.0)
+    if kind == "constant":
+        return jnp.ones_like(frac)
+    cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+    if kind == "cosine":
+        return cosine
+    warm = 0.05
+    return jnp.where(frac < warm, frac / warm, 0.5 * (1.0 + jnp.cos(jnp.pi * (frac - warm) / (1 - warm))))
+
+
+def _optimizer(cfg: StaticConfig):
+    if cfg.optimizer == "adam":
+        # The learning rate and its schedule are applied by hand so that both stay per-lane arrays.
+        return optax.scale_by_adam()
+    return optax.lbfgs(memory_size=cfg.lbfgs_memory)
+
+
+def _masks(cfg: StaticConfig, width):
+    return networks.neuron_masks(width, cfg.bucket, cfg.depth, cfg.split)
+
+
+def _loss_fn(cfg: StaticConfig, lane: _Lanes):
+    masks = _masks(cfg, lane.width)
+
+    def loss(params):
+        r = networks.forward(params, lane.x_t, masks) - lane.z
+        return jnp.mean(r * r), jnp.max(jnp.abs(r))
+
+    return loss
+
+
+def _init_lane(cfg: StaticConfig, lane: _Lanes) -> _State:
+    dtype = jnp.dtype(cfg.dtype)
+    params = networks.init_mlp(lane.key, lane.width, in_dim=cfg.in_dim, depth=cfg.depth,
+                               bucket=cfg.bucket, split=cfg.split, dtype=dtype)
+    opt_state = _optimizer(cfg).init(params)
+    return _State(params, opt_state, jnp.zeros((), bool), jnp.zeros((), jnp.int32))
+
+
+def _decide(lane: _Lanes, mse, max_err):
+    flags = criteria.passed(mse, max_err, lane.z_scale, lane.mse_zero, lane.paper_threshold,
+                            lane.tol, lane.rel_eps)
+    return flags, flags[lane.criterion]
+
+
+def _segment_lane(cfg: StaticConfig, state: _State, lane: _Lanes, offset) -> _State:
+    loss = _loss_fn(cfg, lane)
+    tx = _optimizer(cfg)
+    dtype = jnp.dtype(cfg.dtype)
+
+    def body(st: _State, i):
+        t = offset + i
+        (mse, max_err), grads = jax.value_and_grad(loss, has_aux=True)(st.params)
+        _, ok = _decide(lane, mse, max_err)
+        running = lane.live & ~st.done & (t < lane.steps)
+        newly = running & ok
+        move = running & ~ok
+        if cfg.optimizer == "adam":
+            updates, opt_state = tx.update(grads, st.opt_state, st.params)
+            lr = lane.learning_rate * _schedule(cfg.schedule, t, lane.steps, dtype)
+            params = jax.tree.map(lambda p, u: p - lr * u, st.params, updates)
+        else:
+            updates, opt_state = tx.update(grads, st.opt_state, st.params, value=mse, grad=grads,
+                                           value_fn=lambda p: loss(p)[0])
+            params = optax.apply_updates(st.params, updates)
+        return _State(_tree_where(move, params, st.params), _tree_where(move, opt_state, st.opt_state),
+                      st.done | newly, jnp.where(newly, t, st.stop_step)), None
+
+    state, _ = jax.lax.scan(body, state, jnp.arange(cfg.segment, dtype=jnp.int32), unroll=cfg.unroll)
+    return state
+
+
+def _evaluate_lane(cfg: StaticConfig, state: _State, lane: _Lanes):
+    mse, max_err = _loss_fn(cfg, lane)(state.params)
+    flags, ok = _decide(lane, mse, max_err)
+    steps = jnp.where(state.done, state.stop_step, lane.steps)
+    return mse, max_err, steps, flags, ok
+
+
+def _sharded(cfg: StaticConfig, mesh, per_lane, in_specs, out_specs):
+    """``per_lane`` mapped over lanes: sharded over devices, chunked with ``lax.map`` inside each."""
+    P = jax.sharding.PartitionSpec
+
+    def per_device(*args):
+        lane_args = [a for a, s in zip(args, in_specs) if s == P(_AXIS)]
+        shared = [a for a, s in zip(args, in_specs) if s != P(_AXIS)]
+        return jax.lax.map(lambda xs: per_lane(*xs, *shared), tuple(lane_args), batch_size=cfg.chunk)
+
+    return jax.shard_map(per_device, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init_kernel(cfg, mesh, lanes):
+    P = jax.sharding.PartitionSpec
+    f = _sharded(cfg, mesh, lambda lane: _init_lane(cfg, lane), (P(_AXIS),), P(_AXIS))
+    return f(lanes)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2,))
+def _segment_kernel(cfg, mesh, state, lanes, offset):
+    P = jax.sharding.PartitionSpec
+    f = _sharded(cfg, mesh, lambda st, lane, off: _segment_lane(cfg, st, lane, off),
+                 (P(_AXIS), P(_AXIS), P()), P(_AXIS))
+    return f(state, lanes, offset)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _evaluate_kernel(cfg, mesh, state, lanes):
+    P = jax.sharding.PartitionSpec
+    f = _sharded(cfg, mesh, lambda st, lane: _evaluate_lane(cfg, st, lane), (P(_AXIS), P(_AXIS)), P(_AXIS))
+    return f(state, lanes)
+
+
+def validate_widths(widths, protocol: Protocol, bucket: int | None = None) -> None:
+    """Raise :class:`FTCInputError` if a width is too small for the depth or above the bucket."""
+    w = np.asarray(widths)
+    if w.size == 0:
+        raise FTCInputError("widths: empty")
+    if w.dtype.kind not in "iu":
+        raise FTCInputError(f"widths: {w.tolist()!r} must be integers")
+    lo = networks.min_width(protocol.depth, protocol.split)
+    if w.min() < lo:
+        raise FTCInputError(f"widths: {int(w.min())} is below {lo}, the smallest width giving every "
+                            f"hidden layer of a depth-{protocol.depth} net a neuron")
+    if bucket is not None and w.max() > bucket:
+        raise FTCInputError(f"widths: {int(w.max())} exceeds bucket = {bucket}")
+
+
+def _mesh(devices):
+    devices = list(jax.local_devices() if devices is None else devices)
+    return jax.sharding.Mesh(np.array(devices), (_AXIS,))
+
+
+def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, bucket: int | None = None,
+              devices=None, pad_to: int | None = None) -> FitResult:
+    """Train one ``g`` per lane and judge it by every criterion.
+
+    Args:
+      problems: a batch of problems with leading axis ``(B,)`` (``x (B, K, d)``, ``z (B, K)``, ...);
+        lane ``i`` trains on problem ``i`` (repeat a problem for restarts or several widths).
+      widths: ``(B,)`` total hidden widths ``m``.
+      keys: ``(B,)`` PRNG keys for the initialisations.
+      protocol: the training protocol.
+      bucket: padded width (default ``max(widths)``); lanes of one bucket share one compiled kernel.
+      devices: devices to shard over (default all local devices).
+      pad_to: pad the lane count up to at least this (fewer distinct shapes: fewer compilations).
+    Returns:
+      :class:`FitResult` with leading axis ``(B,)``.
+    """
+    widths = np.asarray(widths)
+    if widths.ndim != 1:
+        raise FTCInputError(f"widths: must be a 1-D array of lane widths, got shape {widths.shape}")
+    bucket = int(widths.max()) if bucket is None else int(bucket)
+    validate_widths(widths, protocol, bucket)
+    B = widths.shape[0]
+    if problems.x.ndim != 3 or problems.x.shape[0] != B:
+        raise FTCInputError(f"problems: need a batch with leading axis {B} (one per lane), got x of shape {problems.x.shape}")
+    if jnp.shape(keys)[0] != B:
+        raise FTCInputError(f"keys: need {B} keys (one per lane), got {jnp.shape(keys)[0]}")
+    mesh = _mesh(devices)
+    n_dev = mesh.devices.size
+    _, K, d = problems.x.shape
+    cfg = static_config(protocol, bucket=bucket, in_dim=d, num_samples=K)
+    per = n_dev * cfg.chunk
+    total = max(B, pad_to or 0)
+    Bp = int(math.ceil(total / per) * per)
+    with jax.enable_x64(protocol.dtype == "float64"), jax.default_matmul_precision(protocol.matmul_precision):
+        lanes = _build_lanes(problems, widths, keys, protocol, Bp)
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(_AXIS))
+        lanes = jax.device_put(lanes, sharding)
+        state = _init_kernel(cfg, mesh, lanes)
+        n_seg = int(math.ceil(protocol.steps / cfg.segment))
+        for s in range(n_seg):
+            state = _segment_kernel(cfg, mesh, state, lanes, jnp.int32(s * cfg.segment))
+            if s + 1 < n_seg and bool(jnp.all(state.done | ~lanes.live)):
+                break  # every lane has succeeded: the rest of the budget would change nothing
+        mse, max_err, steps, flags, ok = _evaluate_kernel(cfg, mesh, state, lanes)
+        out = FitResult(mse[:B], max_err[:B], steps[:B], flags[:B], ok[:B],
+                        jax.tree.map(lambda a: a[:B], state.params))
+        return jax.device_get(out)
+
+
+def _build_lanes(problems: Problem, widths, keys, protocol: Protocol, Bp: int) -> _Lanes:
+    B = widths.shape[0]
+    dtype = jnp.dtype(protocol.dtype)
+    pad = Bp - B
+    idx = np.concatenate([np.arange(B), np.zeros(pad, int)])  # padding lanes copy lane 0, never run
+
+    def take(a):
+        return jnp.asarray(a)[idx]
+
+    z = take(problems.z).astype(dtype)
+    z_scale, mse_zero = criteria.residual_stats(z)
+
+    def full(v, dt=dtype):
+        return jnp.full((Bp,), v, dt)
+
+    return _Lanes(
+        x_t=jnp.swapaxes(take(problems.x).astype(dtype), 1, 2),
+        z=z,
+        width=take(widths).astype(jnp.int32),
+        key=take(keys),
+        z_scale=z_scale,
+        mse_zero=mse_zero,
+        learning_rate=full(protocol.learning_rate),
+        steps=full(protocol.steps, jnp.int32),
+        paper_threshold=full(protocol.paper_threshold),
+        tol=full(protocol.tol),
+        rel_eps=full(protocol.rel_eps),
+        criterion=full(criteria.criterion_index(protocol.criterion), jnp.int32),
+        live=jnp.arange(Bp) < B,
+    )
+
+
+def fit(problem: Problem, width: int, *, key, protocol: Protocol, bucket: int | None = None) -> FitResult:
+    """Train one ``g`` of total width ``width`` on one problem (see :func:`fit_batch`); scalar results."""
+    batch = jax.tree.map(lambda a: jnp.asarray(a)[None], problem)
+    res = fit_batch(batch, np.array([int(width)]), keys=jnp.asarray(key)[None], protocol=protocol,
+                    bucket=bucket)
+    return jax.tree.map(lambda a: a[0], res)

@@ -1,0 +1,229 @@
+"""Convergence check of the measurement itself: re-search the same instances with 2x steps and restarts.
+
+A minimal width found with a training budget is a property of (instance, architecture, protocol). If
+doubling the budget moves it, it was not yet a measurement of capacity. The check is two steps:
+
+1. :func:`doubled_spec_text` turns a spec into one with ``train.steps`` and ``train.restarts`` doubled
+   (problem keys depend only on the problem coordinates and the replicate, see
+   ``ftcjax.sweep.plan``, so the new run sees exactly the same instances);
+2. :func:`compare_runs` pairs the instances of the two run directories and counts moved widths.
+
+Command line (the ``ftcjax`` CLI may wire the same functions)::
+
+    python -m ftcjax.analysis.convergence double sweeps/default.toml runs/default-2x.toml
+    ftcjax run runs/default-2x.toml --out runs/default-2x
+    python -m ftcjax.analysis.convergence compare runs/default runs/default-2x
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import tomllib
+from typing import Optional, Sequence
+
+from ftcjax._src.errors import FTCInputError
+
+__all__ = ["doubled_spec_dict", "doubled_spec_text", "dump_toml", "Comparison", "compare_records",
+           "compare_runs", "main"]
+
+# Protocol defaults used when a spec leaves steps/restarts out (read from the core when importable).
+_FALLBACK = {"steps": 2000, "restarts": 4}
+
+
+def _protocol_default(name: str) -> int:
+    try:
+        from ftcjax._src.protocol import Protocol
+
+        return int(getattr(Protocol, "__dataclass_fields__")[name].default)
+    except (ImportError, KeyError, AttributeError):
+        return _FALLBACK[name]
+
+
+def doubled_spec_dict(data: dict, *, factor: int = 2) -> dict:
+    """A parsed spec (TOML dict) with every ``train.steps`` and ``train.restarts`` value times ``factor``.
+
+    Everything else (seed, grid, replicates, widths, chunking) is kept, so the instances are identical.
+    The name gets a ``-x{factor}`` suffix so the default output directory differs.
+    """
+    if not isinstance(factor, int) or factor < 2:
+        raise FTCInputError(f"factor: {factor!r} must be an integer >= 2")
+    out = json.loads(json.dumps(data))  # deep copy of plain TOML data
+    train = out.setdefault("train", {})
+    for k in ("steps", "restarts"):
+        v = train.get(k, _protocol_default(k))
+        if isinstance(v, list):
+            train[k] = [int(x) * factor for x in v]
+        elif isinstance(v, int) and not isinstance(v, bool):
+            train[k] = int(v) * factor
+        else:
+            raise FTCInputError(f"train.{k}: {v!r} must be an integer or a list of integers")
+    out["name"] = f"{data.get('name', 'sweep')}-x{factor}"
+    desc = data.get("description", "")
+    out["description"] = (desc + " " if desc else "") + f"[convergence check: steps and restarts x{factor}]"
+    return out
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise FTCInputError(f"spec value {v!r} is not finite")
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise FTCInputError(f"spec value {v!r} of type {type(v).__name__} cannot be written as TOML")
+
+
+def dump_toml(data: dict) -> str:
+    """Minimal TOML writer for sweep specs (top-level scalars, then one level of tables)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines += ["", f"[{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"
+
+
+def doubled_spec_text(text: str, *, factor: int = 2) -> str:
+    """TOML text of the doubled spec (see :func:`doubled_spec_dict`)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise FTCInputError(f"spec: TOML syntax error: {e}") from None
+    return dump_toml(doubled_spec_dict(data, factor=factor))
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Paired minimal widths of two runs.
+
+    ``moved``: (instance key, width_a, width_b) for every pair whose width or censoring differs
+    (None = censored). ``per_group``: {group label: (n_paired, n_moved)}.
+    """
+
+    n_paired: int
+    n_only_a: int
+    n_only_b: int
+    moved: tuple
+    n_down: int
+    n_up: int
+    n_censoring_changed: int
+    per_group: dict
+    label_a: str = "A"
+    label_b: str = "B"
+
+    @property
+    def n_moved(self) -> int:
+        return len(self.moved)
+
+    def summary_lines(self) -> list:
+        if self.n_paired == 0:
+            return [f"convergence: no instance of {self.label_a} was found in {self.label_b} "
+                    "(different seeds or grids?): nothing compared"]
+        frac = self.n_moved / self.n_paired
+        verdict = ("no minimal width moved: the widths are converged for this protocol family"
+                   if self.n_moved == 0 else
+                   f"{self.n_moved} widths still move: they are not yet measurements of capacity")
+        out = [f"convergence ({self.label_b} = 2x steps and restarts vs {self.label_a}): "
+               f"{self.n_moved}/{self.n_paired} minimal widths moved ({100 * frac:.1f}%; "
+               f"{self.n_down} down, {self.n_up} up, {self.n_censoring_changed} censoring changed); {verdict}."]
+        for g, (n, k) in self.per_group.items():
+            if k:
+                out.append(f"  moved in {g}: {k}/{n}")
+        if self.n_only_a or self.n_only_b:
+            out.append(f"  unpaired instances: {self.n_only_a} only in {self.label_a}, {self.n_only_b} only in {self.label_b}")
+        return out
+
+
+_IGNORED = ("steps", "restarts")
+
+
+def _pair_key(rec: dict, ignore: Sequence[str]) -> tuple:
+    cell = {k: v for k, v in rec["cell"].items() if k not in ignore}
+    return (json.dumps(cell, sort_keys=True), int(rec.get("replicate", 0)))
+
+
+def compare_records(recs_a: Sequence[dict], recs_b: Sequence[dict], *, ignore: Sequence[str] = _IGNORED,
+                    label_a: str = "A", label_b: str = "B") -> Comparison:
+    """Pair records by (cell without the ``ignore`` axes, replicate) and compare minimal widths."""
+    from ftcjax.analysis.records import group_label, group_records
+
+    a = {_pair_key(r, ignore): r for r in recs_a}
+    b = {_pair_key(r, ignore): r for r in recs_b}
+    both = [k for k in a if k in b]
+    moved = []
+    down = up = cens = 0
+    per_group: dict = {}
+    for k in both:
+        ra, rb = a[k], b[k]
+        wa = None if ra.get("censored") else ra.get("min_width")
+        wb = None if rb.get("censored") else rb.get("min_width")
+        glabel = group_label(next(iter(group_records([ra]))), skip=ignore)
+        n, m = per_group.get(glabel, (0, 0))
+        if wa != wb:
+            moved.append((k, wa, wb))
+            if wa is None or wb is None:
+                cens += 1
+            elif wb < wa:
+                down += 1
+            else:
+                up += 1
+            m += 1
+        per_group[glabel] = (n + 1, m)
+    return Comparison(n_paired=len(both), n_only_a=len(a) - len(both), n_only_b=len(b) - len(both),
+                      moved=tuple(moved), n_down=down, n_up=up, n_censoring_changed=cens,
+                      per_group=per_group, label_a=label_a, label_b=label_b)
+
+
+def compare_runs(dir_a: str, dir_b: str, *, ignore: Sequence[str] = _IGNORED) -> Comparison:
+    """Compare the minimal widths of two run directories (B: the 2x re-search of A)."""
+    from ftcjax.analysis.records import load_records
+
+    return compare_records(load_records(dir_a), load_records(dir_b), ignore=ignore,
+                           label_a=str(dir_a), label_b=str(dir_b))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m ftcjax.analysis.convergence {double SPEC OUT | compare DIR_A DIR_B}``."""
+    ap = argparse.ArgumentParser(prog="python -m ftcjax.analysis.convergence",
+                                 description="Convergence check: same instances, 2x steps and restarts.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("double", help="write SPEC with steps and restarts doubled to OUT")
+    d.add_argument("spec")
+    d.add_argument("out")
+    d.add_argument("--factor", type=int, default=2)
+    c = sub.add_parser("compare", help="count minimal widths that moved between DIR_A and DIR_B")
+    c.add_argument("dir_a")
+    c.add_argument("dir_b")
+    c.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "double":
+            with open(args.spec, "r", encoding="utf-8") as fh:
+                text = doubled_spec_text(fh.read(), factor=args.factor)
+            with open(args.out, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            print(f"wrote {args.out}")
+            return 0
+        comp = compare_runs(args.dir_a, args.dir_b)
+        if args.json:
+            print(json.dumps({"n_paired": comp.n_paired, "n_moved": comp.n_moved, "n_down": comp.n_down,
+                              "n_up": comp.n_up, "n_censoring_changed": comp.n_censoring_changed,
+                              "per_group": comp.per_group}, indent=2))
+        else:
+            print("\n".join(comp.summary_lines()))
+        return 0
+    except (FTCInputError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""Reading sweep records and turning them into per-group instance arrays (plain Python + numpy).
+
+A record is one instance (schema in the sweep store): ``WidthResult.to_dict()`` plus
+``spec_hash``, ``instance_id``, ``cell`` (every grid axis, including ``depth``, ``N``, ``K``,
+``d``, ``criterion``), ``replicate`` and ``protocol``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from ftcjax._src.errors import FTCInputError
+
+__all__ = ["load_records", "group_records", "InstanceArrays", "instance_arrays", "group_label",
+           "protocol_summary", "width_from_probes"]
+
+
+def _read_jsonl_fallback(run_dir: str) -> list:
+    """Read every ``*.jsonl`` under run_dir; skip a torn (unparseable) line; dedupe by key.
+
+    Only used when the sweep store's reader is not importable (e.g. analysing a copied result
+    with an older ftcjax); the store's own reader is preferred because it knows its layout.
+    """
+    out = {}
+    for root, _, files in os.walk(run_dir):
+        for name in sorted(files):
+            if not name.endswith(".jsonl"):
+                continue
+            with open(os.path.join(root, name), "r", encoding="utf-8") as fh:
+                for line in fh:
+                    line = line.strip()
+                    if not line:
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a torn last record after a crash: the store never counted it done
+                    if isinstance(rec, dict) and "cell" in rec and "min_width" in rec:
+                        out[(rec.get("spec_hash"), rec.get("instance_id"))] = rec
+    return list(out.values())
+
+
+def load_records(run_dir: str) -> list:
+    """All instance records of a run directory, via the sweep store's reader when available.
+
+    Raises FTCInputError when run_dir does not exist.
+    """
+    run_dir = os.fspath(run_dir)
+    if not os.path.isdir(run_dir):
+        raise FTCInputError(f"run_dir: {run_dir!r} is not a directory")
+    try:
+        from ftcjax.sweep.store import RunDir  # orchestration layer; imported lazily
+    except ImportError:  # an older/partial install: read the JSONL shards directly
+        return _read_jsonl_fallback(run_dir)
+    # the store's loader tolerates a torn last line (a sweep may be running) and dedupes by instance id
+    recs = RunDir(run_dir).load().values()
+    return recs
+
+
+# Keys that identify an instance inside a group rather than a group (the fit axis is excluded too).
+_INSTANCE_KEYS = ("replicate", "seed_index", "instance")
+
+
+def group_records(records: Iterable[dict], *, over: str = "N") -> dict:
+    """Group records by every cell axis except ``over`` (default: N, the fit axis).
+
+    Returns an ordered dict {group key: [records]}; the key is a tuple of sorted (axis, value)
+    pairs (values made hashable) so that any grid axis (lr, steps, dtype, ...) separates groups.
+    """
+    groups: dict = {}
+    for rec in records:
+        cell = rec.get("cell")
+        if not isinstance(cell, dict):
+            raise FTCInputError(f"record {rec.get('instance_id')!r}: field 'cell' missing or not a dict")
+        key = tuple(sorted((k, _hashable(v)) for k, v in cell.items()
+                           if k != over and k not in _INSTANCE_KEYS))
+        groups.setdefault(key, []).append(rec)
+    return dict(sorted(groups.items(), key=lambda kv: _sort_key(kv[0])))
+
+
+def _hashable(v):
+    if isinstance(v, list):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
+    return v
+
+
+def _sort_key(key):
+    return tuple((k, (0, v) if isinstance(v, (int, float)) else (1, str(v))) for k, v in key)
+
+
+def group_label(key: tuple, *, skip: Sequence[str] = ()) -> str:
+    """Short human label for a group key, e.g. 'depth=3 K=1000 d=10 criterion=strict'."""
+    order = ["depth", "K", "N", "d", "criterion", "data", "labels", "frozen"]
+    items = dict(key)
+    parts = [f"{k}={items[k]}" for k in order if k in items and k not in skip]
+    parts += [f"{k}={v}" for k, v in key if k not in order and k not in skip]
+    return " ".join(parts)
+
+
+def width_from_probes(rec: dict, criterion: str) -> tuple:
+    """Minimal width of one record under ``criterion`` from its probes.
+
+    Returns (width or None, censored, trivial). Exact only when the probes cover every candidate
+    width (grid strategy); for a bisection the probes of another criterion are a subset, and the
+    smallest passing probe is only an upper bound, so callers use this only for grid records.
+    A probe passes when any restart passes (the search's own rule).
+    """
+    probes = sorted(rec.get("probes", []), key=lambda p: p["width"])
+    passing = [p["width"] for p in probes if any(p.get("passed", {}).get(criterion, []))]
+    if not passing:
+        return None, True, False
+    w = min(passing)
+    trivial = w == 0
+    return w, False, trivial
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceArrays:
+    """Per-instance arrays of one group, all shape (n,).
+
+    widths: float, NaN where censored. ceiling: largest probed width (NaN if no probe).
+    mse_zero: loss of g = 0 (fraction of the paper's threshold tells how trivial a cell is).
+    """
+
+    N: np.ndarray
+    K: np.ndarray
+    widths: np.ndarray
+    censored: np.ndarray
+    trivial: np.ndarray
+    non_monotone: np.ndarray
+    ceiling: np.ndarray
+    mse_zero: np.ndarray
+    trainings: np.ndarray
+    instance_id: tuple
+
+
+def instance_arrays(records: Sequence[dict], *, criterion: Optional[str] = None) -> InstanceArrays:
+    """Stack records into arrays. ``criterion`` given: recompute widths from the probes (grid records)."""
+    n = len(records)
+    N = np.zeros(n)
+    K = np.zeros(n)
+    widths = np.full(n, np.nan)
+    censored = np.zeros(n, bool)
+    trivial = np.zeros(n, bool)
+    nonmono = np.zeros(n, bool)
+    ceiling = np.full(n, np.nan)
+    mse_zero = np.full(n, np.nan)
+    trainings = np.zeros(n)
+    for i, rec in enumerate(records):
+        cell = rec["cell"]
+        prob = rec.get("problem", {})
+        N[i] = float(cell.get("N", prob.get("N", np.nan)))
+        K[i] = float(cell.get("K", prob.get("K", np.nan)))
+        if criterion is None:
+            w = rec.get("min_width")
+            censored[i] = bool(rec.get("censored", w is None))
+            trivial[i] = bool(rec.get("trivial", False))
+            if trivial[i] and w is None:
+                w = 0  # g = 0 passes: no neuron is needed
+        else:
+            w, censored[i], trivial[i] = width_from_probes(rec, criterion)
+        if not censored[i] and w is not None:
+            widths[i] = float(w)
+        nonmono[i] = bool(rec.get("non_monotone", False))
+        pw = [p["width"] for p in rec.get("probes", [])]
+        if pw:
+            ceiling[i] = float(max(pw))
+        if "mse_zero" in prob:
+            mse_zero[i] = float(prob["mse_zero"])
+        trainings[i] = float(rec.get("trainings", 0))
+    return InstanceArrays(N=N, K=K, widths=widths, censored=censored, trivial=trivial,
+                          non_monotone=nonmono, ceiling=ceiling, mse_zero=mse_zero,
+                          trainings=trainings,
+                          instance_id=tuple(str(r.get("instance_id")) for r in records))
+
+
+def protocol_summary(records: Iterable[dict]) -> tuple:
+    """(shared, varying): protocol fields equal across records, and those that differ (sorted values)."""
+    vals: dict = {}
+    n = 0
+    for rec in records:
+        n += 1
+        for k, v in (rec.get("protocol") or {}).items():
+            vals.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+    shared = {k: json.loads(next(iter(v))) for k, v in vals.items() if len(v) == 1}
+    varying = {k: [json.loads(x) for x in sorted(v)] for k, v in vals.items() if len(v) > 1}
+    return shared, varying

@@ -1,0 +1,287 @@
+"""The exponent report: per-group fits with theory beside them, flags, protocol (table/markdown/csv).
+
+A *group* is every cell axis except N (depth, K, d, criterion, data, labels, frozen and any other
+grid axis such as a learning rate); within a group the instances are fitted against N
+(:mod:`ftcjax.analysis.stats`). Plain Python; no matplotlib.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ftcjax._src.errors import FTCInputError
+from ftcjax.analysis import records as _rec
+from ftcjax.analysis import stats as _stats
+
+__all__ = ["GroupReport", "Report", "build_report", "format_report", "FORMATS"]
+
+FORMATS = ("table", "markdown", "csv")
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupReport:
+    """Analysis of one group. ``fit``/``sqrt_fit`` are None when not computable (``fit_error`` says why).
+
+    ``trivial_cells``: N values where EVERY instance is trivially satisfied by g = 0;
+    ``partly_trivial_cells``: N values where some but not all are.
+    """
+
+    key: tuple
+    label: str
+    depth: Optional[int]
+    theory: Optional[float]
+    fit: Optional[_stats.ExponentFit]
+    sqrt_fit: Optional[_stats.SqrtFit]
+    fit_error: Optional[str]
+    cells: tuple
+    n_instances: int
+    n_censored: int
+    n_trivial: int
+    n_non_monotone: int
+    trivial_cells: tuple
+    partly_trivial_cells: tuple
+    censored_cells: tuple
+    mse_zero_median: tuple  # per cell (N, median loss of g = 0)
+
+    @property
+    def covers_theory(self) -> Optional[bool]:
+        return None if self.fit is None else self.fit.covers(self.theory)
+
+    @property
+    def flags(self) -> list:
+        """Plain-language warnings a reader must see next to the estimate."""
+        out = []
+        if self.trivial_cells:
+            out.append("trivial (g=0 passes) at N=" + _nlist(self.trivial_cells) + ": excluded from fit")
+        if self.partly_trivial_cells:
+            out.append("partly trivial at N=" + _nlist(self.partly_trivial_cells))
+        if self.censored_cells:
+            out.append(f"censored at N={_nlist(self.censored_cells)} ({self.n_censored} instances): "
+                       "excluded, so the slope is biased LOW there")
+        if self.n_non_monotone:
+            out.append(f"{self.n_non_monotone} non-monotone instances (a wider net failed after a narrower passed)")
+        if self.fit is not None and self.fit.n_cells < 3:
+            out.append("only 2 N values: no check of curvature")
+        if self.fit is not None and self.fit.local:
+            ls = [s for _, _, s in self.fit.local]
+            if max(ls) - min(ls) > 0.3:
+                out.append(f"local slopes vary {min(ls):.2f}..{max(ls):.2f}: window-dependent exponent")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    groups: tuple
+    n_records: int
+    protocol_shared: dict
+    protocol_varying: dict
+    level: float
+    n_boot: int
+    seed: int
+    convergence: Optional[object] = None  # a convergence.Comparison when one was given
+
+
+def _nlist(ns) -> str:
+    return ",".join(f"{int(n)}" if float(n).is_integer() else f"{n:g}" for n in ns)
+
+
+def build_report(records: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                 convergence=None) -> Report:
+    """Fit every group of ``records`` (see module doc); never raises on a group that cannot be fitted.
+
+    Args:
+      records: sweep records (schema in the sweep store).
+      n_boot, seed, level: bootstrap settings (recorded in the report).
+      convergence: optional :class:`ftcjax.analysis.convergence.Comparison` to print.
+    """
+    records = list(records)
+    if not records:
+        raise FTCInputError("records: no records to report on (is the run directory empty?)")
+    groups = []
+    for key, recs in _rec.group_records(records).items():
+        arr = _rec.instance_arrays(recs)
+        cellmap = dict(key)
+        depth = cellmap.get("depth")
+        theory = _stats.theory_exponent(depth) if depth is not None else None
+        fit = sqrt_fit = None
+        err = None
+        try:
+            fit = _stats.fit_exponent(arr.N, arr.widths, censored=arr.censored, trivial=arr.trivial,
+                                      n_boot=n_boot, seed=seed, level=level, ceiling=arr.ceiling)
+            if depth is not None and int(depth) >= 3:
+                sqrt_fit = _stats.fit_sqrt(arr.N, arr.widths, censored=arr.censored, trivial=arr.trivial,
+                                           n_boot=n_boot, seed=seed, level=level)
+        except FTCInputError as e:
+            err = str(e)
+        cells = _stats.cell_summaries(arr.N, arr.widths, censored=arr.censored, trivial=arr.trivial,
+                                      ceiling=arr.ceiling)
+        triv = tuple(c.N for c in cells if c.n_trivial == c.n and c.n > 0)
+        part = tuple(c.N for c in cells if 0 < c.n_trivial < c.n)
+        mz = []
+        for c in cells:
+            v = arr.mse_zero[arr.N == c.N]
+            v = v[np.isfinite(v)]
+            mz.append((c.N, float(np.median(v)) if v.size else math.nan))
+        groups.append(GroupReport(
+            key=key, label=_rec.group_label(key), depth=None if depth is None else int(depth), theory=theory,
+            fit=fit, sqrt_fit=sqrt_fit, fit_error=err, cells=cells, n_instances=len(recs),
+            n_censored=int(arr.censored.sum()), n_trivial=int(arr.trivial.sum()),
+            n_non_monotone=int(arr.non_monotone.sum()), trivial_cells=triv, partly_trivial_cells=part,
+            censored_cells=tuple(c.N for c in cells if c.n_censored > 0), mse_zero_median=tuple(mz)))
+    shared, varying = _rec.protocol_summary(records)
+    return Report(groups=tuple(groups), n_records=len(records), protocol_shared=shared,
+                  protocol_varying=varying, level=level, n_boot=n_boot, seed=seed, convergence=convergence)
+
+
+# ----------------------------------------------------------------------------------------------
+# formatting
+
+
+def _f(x, nd=3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.{nd}f}"
+
+
+def _covers(g: GroupReport) -> str:
+    c = g.covers_theory
+    return "-" if c is None else ("yes" if c else "NO")
+
+
+def _group_rows(rep: Report) -> list:
+    """One dict per group (the CSV rows; the table and markdown print a subset)."""
+    rows = []
+    for g in rep.groups:
+        f = g.fit
+        row = {"group": g.label}
+        row.update({k: v for k, v in g.key})
+        row.update({
+            "N_range": "-" if f is None else f"{_nlist([f.N_range[0]])}..{_nlist([f.N_range[1]])}",
+            "instances": g.n_instances, "used": 0 if f is None else f.n_used,
+            "censored": g.n_censored, "trivial": g.n_trivial, "non_monotone": g.n_non_monotone,
+            "slope": None if f is None else f.slope,
+            "ci_low": None if f is None or f.ci is None else f.ci[0],
+            "ci_high": None if f is None or f.ci is None else f.ci[1],
+            "theil_sen": None if f is None else f.theil_sen,
+            "theory": g.theory, "covers_theory": g.covers_theory,
+            "local_slopes": "" if f is None else " ".join(f"{s:.2f}" for _, _, s in f.local),
+            "sqrt_a": None if g.sqrt_fit is None else g.sqrt_fit.a,
+            "sqrt_b": None if g.sqrt_fit is None else g.sqrt_fit.b,
+            "sqrt_a_ci_low": None if g.sqrt_fit is None or g.sqrt_fit.ci_a is None else g.sqrt_fit.ci_a[0],
+            "sqrt_a_ci_high": None if g.sqrt_fit is None or g.sqrt_fit.ci_a is None else g.sqrt_fit.ci_a[1],
+            "flags": "; ".join(g.flags + ([g.fit_error] if g.fit_error else [])),
+        })
+        rows.append(row)
+    return rows
+
+
+def _cell_rows(g: GroupReport) -> list:
+    mz = dict(g.mse_zero_median)
+    rows = []
+    for c in g.cells:
+        med = _f(c.median, 1) if c.median is not None else (
+            f">={c.median_lower:g}" if c.median_lower is not None else ">ceiling")
+        iqr = f"{_f(c.q25, 1)}-{_f(c.q75, 1)}"
+        flag = []
+        if c.n_trivial == c.n:
+            flag.append("TRIVIAL")
+        elif c.n_trivial:
+            flag.append(f"{c.n_trivial} trivial")
+        if c.n_censored:
+            flag.append(f"{c.n_censored} censored")
+        rows.append([_nlist([c.N]), str(c.n), med, iqr, _f(mz.get(c.N), 4), ", ".join(flag)])
+    return rows
+
+
+def _short(v) -> str:
+    """JSON for a protocol value, long lists abbreviated (a width list of 48 values is noise)."""
+    if isinstance(v, list) and len(v) > 8:
+        return f"[{json.dumps(v[0])}, {json.dumps(v[1])}, ..., {json.dumps(v[-1])}] ({len(v)} values)"
+    return json.dumps(v)
+
+
+def _protocol_lines(rep: Report) -> list:
+    sh = ", ".join(f"{k}={_short(v)}" for k, v in sorted(rep.protocol_shared.items()))
+    out = [f"protocol (shared by all {rep.n_records} records): {sh or '-'}"]
+    if rep.protocol_varying:
+        out.append("protocol (varies): " + ", ".join(f"{k} in {v}" for k, v in sorted(rep.protocol_varying.items())))
+    out.append(f"fit: OLS of log(min width) on log N over uncensored, non-trivial instances; "
+               f"{int(rep.level * 100)}% percentile bootstrap CI resampling instances within each N cell "
+               f"(n_boot={rep.n_boot}, seed={rep.seed}); Theil-Sen as robustness check; "
+               f"theory: 1 (2-layer, Thm 4.1), 1/2 (3-layer, Thm 5.1), worst case over instances.")
+    return out
+
+
+def _convergence_lines(rep: Report) -> list:
+    if rep.convergence is None:
+        return ["convergence: NOT CHECKED for this run (re-search the same instances with twice the steps "
+                "and restarts: python -m ftcjax.analysis.convergence double SPEC OUT.toml, run it, then "
+                "python -m ftcjax.analysis.convergence compare DIR DIR2). Until then the widths are "
+                "measurements of this protocol, not yet of capacity."]
+    return rep.convergence.summary_lines()
+
+
+def _table(headers: list, rows: list) -> str:
+    cols = list(zip(*([headers] + rows))) if rows else [[h] for h in headers]
+    wid = [max(len(str(x)) for x in col) for col in cols]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, wid)).rstrip()
+    return "\n".join([line(headers), line(["-" * w for w in wid])] + [line(r) for r in rows])
+
+
+def _md(headers: list, rows: list) -> str:
+    esc = lambda x: str(x).replace("|", "\\|")
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(esc(x) for x in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+_SUMMARY_HEAD = ["group", "N", "inst", "used", "cens", "triv", "slope", "CI", "Theil-Sen", "theory",
+                 "covers", "local slopes", "a sqrt(N)+b"]
+
+
+def _summary_row(g: GroupReport, r: dict) -> list:
+    ci = "-" if r["ci_low"] is None else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+    sq = "-" if g.sqrt_fit is None else f"{g.sqrt_fit.a:.2f} sqrt(N) {g.sqrt_fit.b:+.1f}"
+    return [g.label, r["N_range"], r["instances"], r["used"], r["censored"], r["trivial"], _f(r["slope"]),
+            ci, _f(r["theil_sen"]), "-" if g.theory is None else f"{g.theory:g}", _covers(g),
+            r["local_slopes"] or "-", sq]
+
+
+def format_report(rep: Report, fmt: str = "table") -> str:
+    """Render a :class:`Report` as 'table' (terminal), 'markdown' or 'csv' (one row per group)."""
+    if fmt not in FORMATS:
+        raise FTCInputError(f"fmt: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    rows = _group_rows(rep)
+    if fmt == "csv":
+        buf = io.StringIO()
+        fields = []
+        for r in rows:
+            fields += [k for k in r if k not in fields]
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+        return buf.getvalue()
+    render = _table if fmt == "table" else _md
+    out = []
+    title = "Minimal-width exponents (ftcjax report)"
+    out += ([title, "=" * len(title)] if fmt == "table" else [f"## {title}"]) + [""]
+    out.append(render(_SUMMARY_HEAD, [_summary_row(g, r) for g, r in zip(rep.groups, rows)]))
+    out.append("")
+    for g in rep.groups:
+        out.append(f"{'###' if fmt == 'markdown' else '--'} {g.label}")
+        out.append("")
+        out.append(render(["N", "n", "median m", "IQR", "mse(g=0)", "flags"], _cell_rows(g)))
+        for fl in g.flags + ([f"not fitted: {g.fit_error}"] if g.fit_error else []):
+            out.append(f"{'- ' if fmt == 'markdown' else '  ! '}{fl}")
+        out.append("")
+    bullet = "- " if fmt == "markdown" else ""
+    for line in _protocol_lines(rep) + _convergence_lines(rep):
+        out.append(bullet + line)
+    return "\n".join(out) + "\n"

@@ -134,7 +134,6 @@ _REQUIRED = ("N", "K")
 TOP_KEYS = {"name", "description", "seed", "replicates", "grid", "train", "width", "batch"}
 WIDTH_KEYS = {"lower", "upper", "step", "values", "strategy"}
 BATCH_KEYS = {"chunk_size"}
-STRATEGIES = ("bisect", "grid")
 _POSITIVE_INT = {"depth": 2, "N": 1, "K": 1, "d": 1, "steps": 1, "restarts": 1, "segment": 1,
                  "lbfgs_memory": 1, "chunk": 1, "unroll": 1}
 _POSITIVE_FLOAT = {"tol", "learning_rate", "paper_threshold", "rel_eps"}
@@ -143,7 +142,7 @@ _SEED_LIMIT = 2**32
 
 def _choices(field: str) -> tuple[str, ...]:
     """Allowed values of a string field, taken from the core so the two never disagree."""
-    from ftcjax._src import criteria, problems, protocol
+    from ftcjax._src import criteria, problems, protocol, search
 
     table = {
         "data": problems.DATA,
@@ -154,7 +153,7 @@ def _choices(field: str) -> tuple[str, ...]:
         "schedule": protocol.SCHEDULES,
         "matmul_precision": protocol.PRECISIONS,
         "dtype": problems.DTYPES,
-        "strategy": STRATEGIES,
+        "strategy": search.STRATEGIES,
     }
     return tuple(table.get(field, ()))
 

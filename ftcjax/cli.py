@@ -1,0 +1,296 @@
+"""The ``ftcjax`` command line: run sweeps, watch them, export and analyse their results.
+
+Bad input (a malformed spec, a run directory holding another sweep, a bad option) prints a message
+naming the field and exits with status 2, never a traceback. Heavy imports (jax, the kernels, the
+analysis and matplotlib) happen inside the subcommands, after the device options are applied.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+__all__ = ["main", "default_spec_path"]
+
+EXIT_BAD_INPUT = 2
+
+
+def default_spec_path() -> Path:
+    """The shipped default spec: inside the package (works after any install), else the repo's copy."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "sweep" / "default.toml", here.parent / "sweeps" / "default.toml"):
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError("default.toml")
+
+
+def _resolve_spec(arg: str | None) -> Path:
+    from ftcjax._src.errors import FTCInputError
+
+    if arg is None or arg == "default":
+        try:
+            return default_spec_path()
+        except FileNotFoundError:
+            raise FTCInputError("SPEC: the default spec (ftcjax/sweep/default.toml) is missing from this "
+                                "install; give a spec file") from None
+    p = Path(arg)
+    if not p.exists() and not p.suffix:
+        for cand in (Path("sweeps") / f"{arg}.toml", default_spec_path().parent / f"{arg}.toml"):
+            if cand.is_file():
+                return cand
+    return p
+
+
+def _formatter(prog):
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ftcjax", formatter_class=_formatter,
+        description="Measure the fine-tuning capacity of small ReLU networks: run sweeps of minimal-width "
+                    "searches, durably and resumably, and analyse them.",
+        epilog=textwrap.dedent("""\
+            examples:
+              ftcjax run                          # the default sweep into runs/default
+              ftcjax run sweeps/my.toml --out runs/my
+              ftcjax status runs/default          # while it runs, from another shell
+              ftcjax export runs/default --csv -  # one CSV row per instance
+              ftcjax report runs/default
+            """))
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser(
+        "run", formatter_class=_formatter, help="run (or resume) a sweep spec into a run directory",
+        description="Run a TOML sweep spec into an output directory. Rerunning the same command resumes: "
+                    "finished chunks are skipped. A directory holding a different spec is refused.",
+        epilog=textwrap.dedent("""\
+            examples:
+              ftcjax run                                  # sweeps/default.toml -> runs/default
+              ftcjax run sweeps/my.toml --out runs/my     # kill it any time; rerun to resume
+              ftcjax run my.toml --shard 3/16             # SLURM array task 3 of 16 (same --out for all)
+              srun -n 4 ftcjax run my.toml --out /shared/runs/my   # jax.distributed, auto-detected
+            """))
+    r.add_argument("spec", nargs="?", metavar="SPEC", help="TOML sweep spec (default: the shipped default.toml)")
+    r.add_argument("--out", metavar="DIR", help="run directory (default: runs/<spec name>)")
+    r.add_argument("--shard", metavar="I/N", default="0/1",
+                   help="run only shard I of N (chunks c with c %% N == I); shards share --out")
+    r.add_argument("--cpu-devices", type=int, metavar="N",
+                   help="XLA host devices on CPU (default: one per usable core, unless XLA_FLAGS or "
+                        "JAX_NUM_CPU_DEVICES already set it)")
+    r.add_argument("--compilation-cache", metavar="DIR|off",
+                   help="persistent XLA compilation cache (default: DIR/cache inside the run directory)")
+    r.add_argument("--distributed", choices=("auto", "on", "off"), default="auto",
+                   help="start jax.distributed: auto = when a multi-task SLURM step or "
+                        "JAX_COORDINATOR_ADDRESS is detected (default auto)")
+    r.add_argument("--coordinator", metavar="HOST:PORT", help="jax.distributed coordinator address")
+    r.add_argument("--num-processes", type=int, metavar="N", help="jax.distributed process count")
+    r.add_argument("--process-id", type=int, metavar="I", help="jax.distributed index of this process")
+    r.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
+                   help="bar on a terminal, log lines otherwise (default auto)")
+    r.add_argument("--log-interval", type=float, default=30.0, metavar="S",
+                   help="seconds between log lines when not on a terminal (default 30)")
+    r.add_argument("--max-chunks", type=int, metavar="N", help="stop after N chunks (resume later)")
+    r.add_argument("--no-report", action="store_true",
+                   help="do not write the report and figures at the end")
+
+    v = sub.add_parser("validate", formatter_class=_formatter, help="check a spec and print its plan",
+                       description="Validate a sweep spec (every problem reported at once) and print its "
+                                   "hash, cells, instances and chunks, without running anything.",
+                       epilog="example:\n  ftcjax validate sweeps/default.toml")
+    v.add_argument("spec", nargs="?", metavar="SPEC")
+
+    s = sub.add_parser("status", formatter_class=_formatter, help="progress and results of a run directory",
+                       description="Done / pending / censored counts, throughput and a per-cell table of "
+                                   "minimal widths. Safe while the sweep runs.",
+                       epilog="example:\n  ftcjax status runs/default\n  ftcjax status runs/default --json")
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+
+    e = sub.add_parser("export", formatter_class=_formatter, help="export results as CSV",
+                       description="One CSV row per finished instance (plan order) with every probe "
+                                   "summarised. Safe while the sweep runs.",
+                       epilog="examples:\n  ftcjax export runs/default --csv results.csv\n"
+                              "  ftcjax export runs/default --csv - | head")
+    e.add_argument("dir", metavar="DIR")
+    e.add_argument("--csv", required=True, metavar="PATH|-", help="output file, or - for stdout")
+
+    rp = sub.add_parser("report", formatter_class=_formatter, help="exponent fits and tables of a run",
+                        description="Fit log m* on log N per group, with bootstrap intervals and censoring "
+                                    "counts, beside the theory.",
+                        epilog="example:\n  ftcjax report runs/default --format markdown --output report.md")
+    rp.add_argument("dir", metavar="DIR")
+    rp.add_argument("--format", default="table", help="table, markdown or csv (default table)")
+    rp.add_argument("--output", metavar="PATH", help="write here instead of stdout")
+
+    f = sub.add_parser("figures", formatter_class=_formatter, help="draw the figures of a run",
+                       description="Write every figure the stored results allow (PNG and PDF).",
+                       epilog="example:\n  ftcjax figures runs/default --out figs/")
+    f.add_argument("dir", metavar="DIR")
+    f.add_argument("--out", metavar="DIR", help="output folder (default DIR/figures)")
+    return p
+
+
+def _err(msg: str) -> int:
+    print(f"ftcjax: error: {msg}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _setup_jax(args, out_dir: Path) -> None:
+    """Devices, compilation cache: must happen before jax initialises its backends."""
+    from ftcjax._src.errors import FTCInputError
+    from ftcjax.sweep.distributed import configure_cpu_devices
+
+    if args.cpu_devices is not None and args.cpu_devices < 1:
+        raise FTCInputError(f"--cpu-devices: {args.cpu_devices} must be >= 1")
+    configure_cpu_devices(args.cpu_devices)
+    import jax
+
+    cache = args.compilation_cache
+    if cache is None:
+        cache = str(out_dir / "cache")
+    if cache.lower() not in ("off", "none", ""):
+        # Our own run directory, not a shared location others can write (design.md).
+        jax.config.update("jax_compilation_cache_dir", str(Path(cache).resolve()))
+        # The fit kernels compile in well under the default 1 s threshold on small shapes, and a
+        # resumed or sharded run recompiles every one of them: cache them all.
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def _cmd_run(args) -> int:
+    from ftcjax.sweep.distributed import DistributedConfig, maybe_initialize, parse_shard, writer_share
+    from ftcjax.sweep.spec import load_spec
+
+    shard = parse_shard(args.shard)
+    spec = load_spec(_resolve_spec(args.spec))  # validation before any work
+    out_dir = Path(args.out) if args.out else Path("runs") / spec.name
+    _setup_jax(args, out_dir)
+    process = maybe_initialize(DistributedConfig(args.distributed, args.coordinator, args.num_processes,
+                                                 args.process_id))
+    index, count = writer_share(shard, process)
+
+    from ftcjax.sweep.progress import Progress, format_table
+    from ftcjax.sweep.results import status
+    from ftcjax.sweep.runner import run_sweep, writer_name
+
+    progress = None
+    if args.progress != "none":
+        tty = {"bar": True, "log": False}.get(args.progress)
+        label = writer_name(index, count) if count > 1 else ""
+        progress = Progress(tty=tty, interval=args.log_interval, label=label)
+    print(f"ftcjax: sweep {spec.name!r} ({spec.hash}) -> {out_dir}"
+          + (f" as writer {index + 1} of {count}" if count > 1 else ""), file=sys.stderr)
+    summary = run_sweep(spec, out_dir, shard_index=index, shard_count=count, progress=progress,
+                        max_chunks=args.max_chunks)
+    st = status(out_dir)
+    print(f"\n{st['instances_done']}/{st['instances_total']} instances done in {out_dir} "
+          f"({summary.chunks_run} chunks computed now, {summary.chunks_skipped} already done); "
+          f"censored {st['censored']}, trivial {st['trivial']}")
+    print("minimal widths per cell (censored instances are counted, not averaged):")
+    print(format_table(st["summary"], st["summary_columns"]))
+    if st["instances_pending"]:
+        print(f"{st['instances_pending']} instances pending (other shards, or --max-chunks): rerun to "
+              f"resume, then `ftcjax report {out_dir}`")
+        return 0
+    if args.no_report or process[0] != 0:
+        return 0
+    try:
+        from ftcjax.analysis import write_default_outputs
+    except ImportError as e:
+        print(f"note: analysis outputs not written (ftcjax.analysis unavailable: {e}); results are in "
+              f"{out_dir}", file=sys.stderr)
+        return 0
+    write_default_outputs(str(out_dir))
+    print(f"report and figures written under {out_dir}")
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from ftcjax.sweep.plan import make_plan
+    from ftcjax.sweep.spec import load_spec
+
+    spec = load_spec(_resolve_spec(args.spec))
+    plan = make_plan(spec)
+    varying = {a: list(v) for a, v in spec.axes if len(v) > 1}
+    print(f"spec {spec.name!r} is valid; hash {spec.hash}")
+    print(f"cells {len(spec.cells())} x replicates {spec.replicates} = {spec.num_instances} instances "
+          f"in {len(plan)} chunks of up to {spec.chunk_size}")
+    for a, v in varying.items():
+        print(f"  {a}: {v}")
+    print(f"widths {list(spec.widths)} ({spec.strategy})")
+    return 0
+
+
+def _cmd_status(args) -> int:
+    from ftcjax.sweep.results import format_status, status, status_json
+
+    print(status_json(args.dir) if args.json else format_status(status(args.dir)))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from ftcjax.sweep.results import write_csv
+
+    if args.csv == "-":
+        n = write_csv(args.dir, sys.stdout)
+    else:
+        path = Path(args.csv)
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            n = write_csv(args.dir, f)
+        os.replace(tmp, path)
+        print(f"{n} rows written to {path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    try:
+        from ftcjax.analysis import report_command
+    except ImportError as e:
+        return _err(f"the analysis package is not available ({e})")
+    return int(report_command(args.dir, fmt=args.format, output=args.output))
+
+
+def _cmd_figures(args) -> int:
+    try:
+        from ftcjax.analysis import figures_command
+    except ImportError as e:
+        return _err(f"the analysis package is not available ({e})")
+    return int(figures_command(args.dir, out=args.out))
+
+
+_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "status": _cmd_status, "export": _cmd_export,
+             "report": _cmd_report, "figures": _cmd_figures}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ftcjax`` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    from ftcjax._src.errors import FTCInputError
+
+    try:
+        return _COMMANDS[args.command](args)
+    except FTCInputError as e:
+        return _err(str(e))
+    except KeyboardInterrupt:
+        print("\nftcjax: interrupted; finished chunks are saved: rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `ftcjax export DIR --csv - | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Scaling out: local devices, several processes or hosts, and independent shards.
+
+* **One process, many devices.** The core's ``fit_batch`` shards training lanes over
+  ``jax.local_devices()`` (``shard_map`` over a 1-D mesh) with a fixed per-device chunk, so results do not
+  depend on the device count. On a CPU the two cores only both work when exposed as two XLA host
+  devices; :func:`configure_cpu_devices` does that before jax initialises its backends.
+* **Many processes (hosts).** Under ``jax.distributed`` (SLURM, TPU pods, or an explicit coordinator)
+  every process runs the same command; chunk ``c`` belongs to process ``c % process_count``. Each process
+  computes on its own local devices (no cross-host collectives: chunks are independent) and writes its
+  own shard file. ``--shard i/n`` does the same for launchers that start independent processes (SLURM
+  arrays); the two compose: writer ``i * process_count + process_index`` of ``n * process_count``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+from ftcjax._src.errors import FTCInputError
+
+__all__ = ["parse_shard", "configure_cpu_devices", "DistributedConfig", "maybe_initialize",
+           "writer_share", "cpu_count"]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not m:
+        raise FTCInputError(f"--shard: {text!r} must look like i/n, e.g. 0/4 (shards are numbered from 0)")
+    i, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or i >= n:
+        raise FTCInputError(f"--shard: {text!r} needs n >= 1 and 0 <= i < n")
+    return i, n
+
+
+def cpu_count() -> int:
+    """Cores this process may use (the affinity mask, which respects cgroups/taskset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def configure_cpu_devices(n: int | None = None) -> int | None:
+    """Expose ``n`` (default: every usable core) XLA host devices, unless the user already chose.
+
+    Must run before jax initialises its backends (first device query or computation). Only affects the
+    CPU platform, so it is harmless on a GPU machine. Returns the count set, or None if left alone
+    (``XLA_FLAGS`` already holds ``--xla_force_host_platform_device_count`` or
+    ``JAX_NUM_CPU_DEVICES`` is set).
+    """
+    if n is None:
+        if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+            return None
+        if os.environ.get("JAX_NUM_CPU_DEVICES"):
+            return None
+        n = cpu_count()
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", int(n))
+    except RuntimeError:  # backends already initialised (e.g. inside a notebook): keep what exists
+        return None
+    return int(n)
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """How to start ``jax.distributed``: ``mode`` is "off", "auto" (cluster env detected) or "explicit"."""
+
+    mode: str = "auto"
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+
+
+def _cluster_detected() -> bool:
+    """A multi-task SLURM step or an explicit coordinator in the environment."""
+    ntasks = os.environ.get("SLURM_NTASKS") or os.environ.get("SLURM_NPROCS")
+    if os.environ.get("SLURM_JOB_ID") and ntasks and ntasks.isdigit() and int(ntasks) > 1:
+        return True
+    return bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
+
+
+def maybe_initialize(cfg: DistributedConfig) -> tuple[int, int]:
+    """Start ``jax.distributed`` if configured or detected; return ``(process_index, process_count)``."""
+    import jax
+
+    explicit = cfg.coordinator is not None or cfg.num_processes is not None or cfg.process_id is not None
+    if cfg.mode == "off" and not explicit:
+        return 0, 1
+    if explicit:
+        missing = [n for n, v in (("--coordinator", cfg.coordinator), ("--num-processes", cfg.num_processes),
+                                  ("--process-id", cfg.process_id)) if v is None]
+        if missing:
+            raise FTCInputError(f"{', '.join(missing)}: needed with the other distributed options "
+                                "(give --coordinator, --num-processes and --process-id together)")
+        if not 0 <= cfg.process_id < cfg.num_processes:
+            raise FTCInputError(f"--process-id: {cfg.process_id} must be in [0, --num-processes = "
+                                f"{cfg.num_processes})")
+        jax.distributed.initialize(coordinator_address=cfg.coordinator, num_processes=cfg.num_processes,
+                                   process_id=cfg.process_id)
+    elif cfg.mode == "on" or (cfg.mode == "auto" and _cluster_detected()):
+        jax.distributed.initialize()  # jax's own cluster detection (SLURM, TPU pods, env variables)
+    else:
+        return 0, 1
+    return jax.process_index(), jax.process_count()
+
+
+def writer_share(shard: tuple[int, int], process: tuple[int, int]) -> tuple[int, int]:
+    """Combine ``--shard i/n`` with (process index, process count) into one writer index and count."""
+    (i, n), (p, P) = shard, process
+    return i * P + p, n * P

@@ -1,0 +1,133 @@
+"""Figures: every figure command writes non-empty PNG and PDF with the expected axes (figure objects)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ftcjax.analysis import figures_command
+from ftcjax.analysis.synthetic import synthetic_records
+
+pytest.importorskip("matplotlib")
+from ftcjax.analysis import figures as F  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def records():
+    recs = []
+    for crit in ("paper", "strict", "relative"):  # Fig. 9 setup: depth 3, d = 10, K = 1000, grid probes
+        recs += synthetic_records(Ns=[10, 60, 110, 160, 210], criterion=crit, replicates=2,
+                                  widths=range(6, 49, 6), seed=1)
+    recs += synthetic_records(Ns=[4, 8, 16, 32], depth=2, alpha=1.0, c=1.0, K=200, replicates=3,
+                              widths=range(1, 41), seed=2, non_monotone_rate=0.5)
+    for K in (100, 300, 1000):  # fixed N, K over a decade
+        recs += synthetic_records(Ns=[30], depth=3, K=K, replicates=3, widths=range(6, 49, 6), seed=K)
+    return recs
+
+
+def _run_dir(tmp_path, recs):
+    d = tmp_path / "run"
+    (d / "results").mkdir(parents=True)
+    with open(d / "results" / "w0.jsonl", "w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in recs)
+    return str(d)
+
+
+def test_figures_command_writes_png_and_pdf(tmp_path, records, capsys):
+    run = _run_dir(tmp_path, records)
+    out = tmp_path / "figs"
+    assert figures_command(run, out=str(out)) == 0
+    printed = capsys.readouterr().out.split()
+    for name in ("fig9_paper", "width_vs_N", "width_vs_K", "distribution"):
+        png, pdf = out / f"{name}.png", out / f"{name}.pdf"
+        assert str(png) in printed and str(pdf) in printed
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
+    assert figures_command(str(tmp_path / "nope"), out=str(out)) == 2
+
+
+def _labels(fig):
+    return [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes if ax.get_xlabel()]
+
+
+def _legend_texts(ax):
+    leg = ax.get_legend()
+    return [t.get_text() for t in leg.get_texts()] if leg else []
+
+
+def _caption(fig):
+    return [t.get_text() for t in fig.texts if t.get_text().startswith("protocol:")]
+
+
+def test_fig9_axes_curves_and_caption(records):
+    fig = F.fig_paper9(records)
+    heat = [ax for ax in fig.axes if ax.get_xlabel() == F.LABEL_N]
+    assert len(heat) == 3  # paper, strict, relative side by side
+    assert all(ax.get_ylabel() == F.LABEL_HEAT_M for ax in heat)
+    assert [ax.get_title() for ax in heat] == ["paper criterion (l_FT <= 0.04)", "strict criterion",
+                                              "relative criterion"]
+    leg = _legend_texts(heat[0])
+    assert "smallest m with l_FT <= 0.04" in leg
+    assert any(t.startswith("fit ") and t.endswith("sqrt(N)") for t in leg)
+    assert "g = 0 already passes (trivial)" in leg  # N = 10 (loss of g = 0 ~ 0.007) is trivial
+    assert heat[0].collections[0].get_cmap().name == "viridis"
+    assert "d = 10, K = 1000" in fig._suptitle.get_text()
+    cap = _caption(fig)
+    assert cap and "steps=100" in cap[0] and "restarts=2" in cap[0]
+    # the step curve is the smallest width whose median best-restart loss is <= 0.04
+    step = [ln for ln in heat[0].lines if ln.get_label() == "smallest m with l_FT <= 0.04"][0]
+    assert np.all(np.diff(step.get_xdata()) > 0)
+
+
+def test_fig9_absent_without_depth3_grid_records(records):
+    two = [r for r in records if r["cell"]["depth"] == 2]
+    assert F.fig_paper9(two) is None
+
+
+def test_width_vs_N_axes_fits_and_references(records):
+    fig = F.fig_width_vs_N(records)
+    axes = [ax for ax in fig.axes if ax.get_xlabel()]
+    assert _labels(fig) == [(F.LABEL_N, F.LABEL_M)] * 2
+    assert [ax.get_xscale() for ax in axes] == ["log", "log"] and [ax.get_yscale() for ax in axes] == ["log"] * 2
+    leg2, leg3 = _legend_texts(axes[0]), _legend_texts(axes[1])
+    assert any(t.startswith("trained") and "slope" in t for t in leg2)
+    assert any("lower bound" in t for t in leg2) and any("construction" in t for t in leg2)
+    assert any("U3" in t for t in leg3) and any("tooth" in t for t in leg3)
+    assert "2-layer" in axes[0].get_title() and "3-layer" in axes[1].get_title()
+    assert _caption(fig)
+
+
+def test_width_vs_K_and_distribution(records):
+    fig = F.fig_width_vs_K(records)
+    assert _labels(fig) == [(F.LABEL_K, F.LABEL_M)]
+    assert any("N=30" in t for t in _legend_texts(fig.axes[0]))
+    assert _caption(fig)
+    fig = F.fig_distribution(records)
+    labs = _labels(fig)
+    assert labs and all(lab == (F.LABEL_N, F.LABEL_M_INST) for lab in labs)
+    texts = [t for ax in fig.axes for t in _legend_texts(ax)]
+    assert "trivial (g = 0 passes)" in texts and "censored (> ceiling)" in texts
+    assert "non-monotone (wider net failed)" in texts
+    assert _caption(fig)
+
+
+def test_reference_curves_match_hand_values():
+    N = np.array([1.0, 10.0, 100.0])
+    two = dict((lab.split(",")[0], v) for lab, v, _ in F.reference_curves(2, N, K=1000, d=10))
+    assert list(two["worst-case lower bound min(3N"]) == [3, 30, 300]
+    assert list(two["slab construction 4 ceil(N/d)"]) == [4, 4, 40]
+    three = {lab: v for lab, v, _ in F.reference_curves(3, N, K=1000, d=10)}
+    assert three["U3 = 6 sqrt(3N+2) (Thm 5.1)"][1] == pytest.approx(6 * np.sqrt(32))
+    # tooth: min over p q >= N of (2p+1) + 4q: N = 10 -> p = 5, q = 2 gives 19 (p=4,q=3: 21)
+    assert three["tooth construction (2p+1)+4q, pq >= N"][1] == 19
+    # 3-layer worst-case lower bound sqrt(2 * 3N + 1/4) - 1/2 at N = 1: 2
+    assert three["worst-case lower bound (Thm 5.1)"][0] == pytest.approx(2.0)
+
+
+def test_package_import_does_not_import_matplotlib():
+    code = "import sys, ftcjax.analysis; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,176 @@
+"""Report: flags trivial and censored cells, theory beside the estimate, formats, convergence check."""
+import csv
+import io
+import json
+import os
+import tomllib
+
+import pytest
+
+from ftcjax._src.errors import FTCInputError
+from ftcjax.analysis import (build_report, compare_records, doubled_spec_text, format_report, load_records,
+                             report_command)
+from ftcjax.analysis.synthetic import synthetic_records
+
+
+def _write_run(tmp_path, recs, name="run"):
+    d = tmp_path / name
+    (d / "results").mkdir(parents=True)
+    with open(d / "results" / "w0.jsonl", "w") as fh:
+        for r in recs:
+            fh.write(json.dumps(r) + "\n")
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def records():
+    # paper criterion: g = 0 passes (loss (N/K)(2/3) <= 0.04) at N = 10, 40 with K = 1000
+    paper = synthetic_records(Ns=[10, 40, 100, 160, 250], criterion="paper", replicates=4, seed=1)
+    strict3 = synthetic_records(Ns=[10, 20, 40, 80, 160], criterion="strict", replicates=6, alpha=0.5, seed=2)
+    strict2 = synthetic_records(Ns=[4, 8, 16, 32], depth=2, criterion="strict", replicates=6, alpha=1.0,
+                                c=1.0, widths=range(1, 41), seed=3)
+    return paper + strict3 + strict2
+
+
+def _group(rep, **cell):
+    gs = [g for g in rep.groups if all(dict(g.key).get(k) == v for k, v in cell.items())]
+    assert len(gs) == 1
+    return gs[0]
+
+
+def test_report_flags_trivial_cells(records):
+    rep = build_report(records, n_boot=200)
+    g = _group(rep, criterion="paper")
+    assert g.trivial_cells == (10.0, 40.0)
+    assert g.n_trivial == 8
+    assert any("trivial" in f and "N=10,40" in f for f in g.flags)
+    # the trivial instances never enter the fit
+    assert g.fit.n_used == g.n_instances - g.n_trivial - g.n_censored
+    strict = _group(rep, criterion="strict", depth=3)
+    assert strict.trivial_cells == () and not any("trivial" in f for f in strict.flags)
+    for fmt in ("table", "markdown"):
+        text = format_report(rep, fmt)
+        assert "TRIVIAL" in text and "trivial (g=0 passes) at N=10,40" in text
+    rows = list(csv.DictReader(io.StringIO(format_report(rep, "csv"))))
+    paper_row = [r for r in rows if r["criterion"] == "paper"][0]
+    assert paper_row["trivial"] == "8" and "trivial" in paper_row["flags"]
+
+
+def test_theory_beside_estimate_and_coverage(records):
+    rep = build_report(records, n_boot=500)
+    g3 = _group(rep, criterion="strict", depth=3)
+    g2 = _group(rep, criterion="strict", depth=2)
+    assert g3.theory == 0.5 and g2.theory == 1.0
+    assert abs(g3.fit.slope - 0.5) < 0.1 and g3.covers_theory is True
+    assert abs(g2.fit.slope - 1.0) < 0.1 and g2.covers_theory is True
+    assert g3.sqrt_fit is not None and g2.sqrt_fit is None  # a sqrt(N) + b only for depth >= 3
+    rows = list(csv.DictReader(io.StringIO(format_report(rep, "csv"))))
+    r3 = [r for r in rows if r["criterion"] == "strict" and r["depth"] == "3"][0]
+    assert r3["theory"] == "0.5" and r3["covers_theory"] == "True"
+    assert float(r3["ci_low"]) <= float(r3["slope"]) <= float(r3["ci_high"])
+    assert r3["instances"] == "30"
+
+
+def test_theory_not_covered_is_reported_as_no():
+    recs = synthetic_records(Ns=[10, 20, 40, 80], depth=3, alpha=1.0, c=0.5, sigma=0.05, replicates=5,
+                             widths=range(1, 60))
+    rep = build_report(recs, n_boot=300)
+    assert rep.groups[0].covers_theory is False
+    line = [ln for ln in format_report(rep).splitlines() if ln.startswith("depth=3")][0]
+    assert " NO " in line
+
+
+def test_censored_counted_and_flagged():
+    recs = synthetic_records(Ns=[10, 40, 160, 640], criterion="strict", replicates=4, widths=range(1, 49))
+    rep = build_report(recs, n_boot=100)
+    g = rep.groups[0]
+    assert g.n_censored == 4 and g.censored_cells == (640.0,)
+    assert g.fit.n_used == 12
+    text = format_report(rep)
+    assert "4 censored" in text and "biased LOW" in text and ">=48" in text
+
+
+def test_protocol_and_convergence_printed(records):
+    text = format_report(build_report(records, n_boot=50))
+    assert "protocol (shared by all" in text and "optimizer=\"adam\"" in text
+    assert "bootstrap" in text and "convergence: NOT CHECKED" in text
+
+
+def test_unfittable_group_is_reported_not_raised():
+    recs = synthetic_records(Ns=[50], replicates=3)
+    rep = build_report(recs, n_boot=10)
+    assert rep.groups[0].fit is None and "2 distinct N" in rep.groups[0].fit_error
+    assert "not fitted" in format_report(rep)
+    with pytest.raises(FTCInputError, match="records"):
+        build_report([])
+    with pytest.raises(FTCInputError, match="fmt"):
+        format_report(rep, "html")
+
+
+def test_report_command_on_stored_run(tmp_path, records, capsys):
+    run = _write_run(tmp_path, records)
+    assert len(load_records(run)) == len(records)
+    out = tmp_path / "r.md"
+    assert report_command(run, fmt="markdown", output=str(out)) == 0
+    assert out.read_text().startswith("## Minimal-width exponents")
+    assert report_command(run, fmt="csv") == 0
+    assert capsys.readouterr().out.startswith("group,")
+    assert report_command(run, fmt="xml") == 2
+    assert "--format" in capsys.readouterr().err
+    assert report_command(str(tmp_path / "missing")) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert report_command(str(empty)) == 2
+
+
+def test_convergence_comparison_counts_moved_widths(tmp_path):
+    a = synthetic_records(Ns=[10, 40], replicates=4, seed=0)
+    b = json.loads(json.dumps(a))
+    for r in b:  # the 2x run: other steps/restarts in the cell, same instances
+        r["cell"]["steps"] = 4000
+        r["cell"]["restarts"] = 8
+    a = [dict(r, cell=dict(r["cell"], steps=2000, restarts=4)) for r in a]
+    b[0]["min_width"] -= 3                      # moved down
+    b[1]["min_width"], b[1]["censored"] = None, True  # became censored
+    comp = compare_records(a, b)
+    assert comp.n_paired == 8 and comp.n_moved == 2 and comp.n_down == 1 and comp.n_censoring_changed == 1
+    assert "2/8 minimal widths moved" in comp.summary_lines()[0]
+    assert "not yet measurements of capacity" in comp.summary_lines()[0]
+    # the report picks up the sibling DIR-x2 automatically and prints the comparison
+    run = _write_run(tmp_path, a, "conv")
+    _write_run(tmp_path, b, "conv-x2")
+    buf = tmp_path / "rep.txt"
+    assert report_command(run, output=str(buf)) == 0
+    assert "2/8 minimal widths moved" in buf.read_text()
+    same = compare_records(a, a)
+    assert same.n_moved == 0 and "converged" in same.summary_lines()[0]
+
+
+def test_doubled_spec_doubles_steps_and_restarts_only():
+    text = """name = "demo"
+seed = 3
+replicates = 2
+[grid]
+depth = [2, 3]
+N = "2:8:2"
+K = 32
+[train]
+steps = [300, 600]
+restarts = 2
+learning_rate = 0.01
+[width]
+upper = 24
+"""
+    new = tomllib.loads(doubled_spec_text(text))
+    old = tomllib.loads(text)
+    assert new["train"]["steps"] == [600, 1200] and new["train"]["restarts"] == 4
+    assert new["name"] == "demo-x2"
+    for k in ("seed", "replicates", "grid", "width"):
+        assert new[k] == old[k]
+    assert new["train"]["learning_rate"] == 0.01
+    try:
+        from ftcjax.sweep.spec import parse_spec
+    except ImportError:
+        return
+    spec = parse_spec(doubled_spec_text(text))
+    assert dict(spec.axes)["steps"] == (600, 1200)

@@ -1,0 +1,139 @@
+"""Sweep specs: parsing, defaults, canonical hash, and validation that reports every problem at once."""
+import math
+
+import pytest
+
+from ftcjax._src.errors import FTCInputError
+from ftcjax.cli import main
+from ftcjax.sweep._testing import TINY_SPEC, run_cli
+from ftcjax.sweep.spec import SpecError, canonical_dict, diff_specs, parse_spec, spec_hash
+
+BASE = """
+[grid]
+N = [2, 4]
+K = 20
+d = 2
+[width]
+upper = 10
+"""
+
+
+def test_ranges_are_inclusive_and_defaults_filled():
+    s = parse_spec('[grid]\nN = "2:10:4"\nK = "20:30:10"\n[width]\nvalues = [8, 2, 4]\n')
+    ax = s.axis_dict
+    assert ax["N"] == (2, 6, 10)
+    assert ax["K"] == (20, 30)
+    assert s.widths == (2, 4, 8)  # sorted
+    # every protocol field is filled from the core's Protocol defaults, so the hash records them
+    from ftcjax._src.protocol import Protocol
+
+    assert ax["steps"] == (Protocol.steps,)
+    assert ax["criterion"] == (Protocol.criterion,)
+    assert len(s.cells()) == 3 * 2
+
+
+def test_cells_drop_n_above_k_per_cell():
+    s = parse_spec("[grid]\nN = [5, 15]\nK = [10, 20]\n[width]\nupper = 4\n")
+    cells = {(c["N"], c["K"]) for c in s.cells()}
+    assert cells == {(5, 10), (5, 20), (15, 20)}
+
+
+def test_hash_ignores_formatting_and_labels_but_not_values():
+    a = parse_spec(BASE)
+    b = parse_spec('name = "other"\ndescription = "x"\n[width]\nupper = 10\n[grid]\nd = 2\nK = 20\nN = "2:4:2"\n')
+    assert spec_hash(a) == spec_hash(b)
+    c = parse_spec(BASE.replace("K = 20", "K = 21"))
+    assert spec_hash(c) != spec_hash(a)
+    diffs = diff_specs(canonical_dict(a), canonical_dict(c))
+    assert len(diffs) == 1 and diffs[0].startswith("grid.K: [20]")
+
+
+def test_all_problems_reported_at_once():
+    text = """
+    seed = -1
+    [grid]
+    N = [2, 1200]
+    K = 1000
+    depth = 1
+    data = "cube"
+    [width]
+    lower = 5
+    upper = 3
+    """
+    with pytest.raises(SpecError) as e:
+        parse_spec(text)
+    probs = e.value.problems
+    joined = "\n".join(probs)
+    assert "seed: -1" in joined
+    assert "grid.N: 1200 exceeds grid.K = 1000" in joined
+    assert "grid.depth: 1" in joined
+    assert "grid.data: unknown value 'cube'" in joined
+    assert "width.lower: 5 exceeds width.upper = 3" in joined
+    assert len(probs) == 5
+    assert isinstance(e.value, FTCInputError)
+
+
+# (spec text, the field path the message must name)
+MALFORMED = [
+    ("[grid\nN = 2", "TOML syntax error"),
+    (BASE + "colour = 'red'\n", "width.colour"),
+    ("bogus = 1\n" + BASE, "bogus"),
+    (BASE.replace("K = 20", 'K = "twenty"'), "grid.K"),
+    (BASE.replace("N = [2, 4]", "N = [2, 40]"), "grid.N: 40 exceeds grid.K = 20"),
+    (BASE.replace("upper = 10", "upper = -3"), "width.upper: -3"),
+    (BASE.replace("upper = 10", "values = [4, -2]"), "width.values: -2"),
+    (BASE + "[train]\nlearning_rate = nan\n", "train.learning_rate: nan"),
+    (BASE + "[train]\nlearning_rate = inf\n", "train.learning_rate: inf"),
+    (BASE.replace("N = [2, 4]", "N = []"), "grid.N: empty list"),
+    (BASE.replace("d = 2", 'criterion = "loose"'), "grid.criterion: unknown value 'loose'"),
+    (BASE.replace("K = 20", "K = 0"), "grid.K: 0"),
+    (BASE.replace("N = [2, 4]", 'N = "10:2"'), "grid.N: range '10:2' is empty"),
+    (BASE.replace("N = [2, 4]", 'N = "1:x"'), "grid.N"),
+    (BASE.replace("N = [2, 4]", "N = [2, 2]"), "grid.N: duplicate"),
+    (BASE.replace("N = [2, 4]", "N = [2, 4.5]"), "grid.N[1]: 4.5"),
+    (BASE.replace("d = 2", "depth = true"), "grid.depth"),
+    (BASE + "[train]\noptimizer = 'rmsprop'\n", "train.optimizer: unknown value 'rmsprop'"),
+    (BASE + "[train]\nsteps = 0\n", "train.steps: 0"),
+    (BASE + "[train]\nN = 3\n", "train.N"),
+    (BASE + "[batch]\nchunk_size = 0\n", "batch.chunk_size: 0"),
+    ("replicates = 0\n" + BASE, "replicates: 0"),
+    (BASE.replace("N = [2, 4]", ""), "grid.N: missing"),
+    (BASE.replace("[width]\nupper = 10", ""), "width.upper: missing"),
+    (BASE + "[train]\nsuccess_fraction = 2.0\n", "success_fraction: 2.0"),
+    ("grid = 3\n", "grid: expected a table"),
+    (BASE.replace("upper = 10", "upper = 10\nstrategy = 'golden'"), "width.strategy"),
+]
+
+
+@pytest.mark.parametrize("text,needle", MALFORMED, ids=[m[1][:30] for m in MALFORMED])
+def test_malformed_spec_exits_2_naming_the_field(tmp_path, capsys, text, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    rc = main(["validate", str(path)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert needle in err, err
+    assert "Traceback" not in err
+
+
+def test_cli_run_bad_spec_no_traceback(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(BASE.replace("N = [2, 4]", "N = [2, 1200]") + "[train]\ntol = -1\n")
+    proc = run_cli("run", str(path), "--out", str(tmp_path / "out"), timeout=120)
+    assert proc.returncode == 2
+    assert "grid.N: 1200 exceeds grid.K = 20" in proc.stderr
+    assert "train.tol" in proc.stderr  # tol lives in [grid]: misplaced key named
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()  # validation happens before any work
+
+
+def test_tiny_and_default_specs_are_valid():
+    from ftcjax.cli import default_spec_path
+    from ftcjax.sweep.spec import load_spec
+
+    assert parse_spec(TINY_SPEC).num_instances == 3 * 2 * 2
+    s = load_spec(default_spec_path())
+    assert s.name == "default"
+    assert {c["depth"] for c in s.cells()} == {2, 3}
+    assert s.replicates >= 3 and len(s.axis_dict["N"]) >= 3
+    assert all(math.isfinite(v) for v in s.axis_dict["tol"])

@@ -1,0 +1,1 @@
+"""Explicit constructions behind the paper's upper bounds (numpy / fractions only, no jax)."""

@@ -53,6 +53,16 @@ class _Sorted:
         span = self.ts[-1] - self.ts[0]
         self.pad = span / self.K if span > 0 else _ONE   # margin outside the data range
 
+    def restrict(self, keep_sorted: list) -> "_Sorted":
+        """Same samples and projection; only sorted positions in ``keep_sorted`` stay changed
+        (the others become unchanged with z = 0): the sub-instance of one part of T."""
+        sub = object.__new__(_Sorted)
+        sub.__dict__.update(self.__dict__)
+        keep = set(keep_sorted)
+        sub.ch = [c and (i in keep) for i, c in enumerate(self.ch)]
+        sub.zs = [zv if i in keep else _ZERO for i, zv in enumerate(self.zs)]
+        return sub
+
 
 def _assemble(block: B.Block, a: np.ndarray, scale: float) -> tuple:
     """Block on t = a.x -> exact layers ((W1, b1), (W2, b2), (W3, b3))."""
@@ -209,28 +219,8 @@ def _signs(g: int) -> list:
     return [1 if j % 2 == 0 else -1 for j in range(g)]
 
 
-def three_layer_u3(x, z, changed, *, rng, delta=1, rescale: bool = False, points: str = "J",
-                   draws: int = 4, verify: bool = True) -> Construction:
-    """The paper's U3 = 6 sqrt(3N + 2) construction (Thm 5.1, paper-notes 3.3).
-
-    J (changed samples + ends of unchanged runs, |J| <= min{3N+2, K}) is split into g = ceil(sqrt|J|)
-    consecutive groups of at most q = ceil(|J|/g) points. Layer 1: one alternating hard-tanh per
-    group (2 ReLUs each); layer 2: q sigma_L units (4 ReLUs each), unit r fitted to the r-th J point
-    of every group via the closed-form positive null vector, with lambda large enough that every
-    other sample (dropped ones included) lands outside [-1-delta, 1+delta]. Output: sum of units.
-    Neurons 2g + 4q <= 6 ceil(sqrt |J|).
-
-    ``points="T"`` uses J = T (changed samples only), about 6 ceil(sqrt N) (derived).
-    """
-    if points not in ("J", "T"):
-        raise FTCInputError(f"points must be 'J' or 'T', got {points!r}")
-    inst, scale, rng = _prep(x, z, changed, rng, rescale, draws)
-    delta = B.check_delta(delta)
-    N = int(inst.changed.sum())
-    K = inst.x.shape[0]
-    if N == 0 or not np.any(inst.z != 0):
-        return _zero_construction("u3", inst, {"N": N})
-    S = _Sorted(inst, scale, rng, draws)
+def u3_block(S: "_Sorted", delta: Fraction, points: str = "J") -> tuple[B.Block, dict]:
+    """The U3 block on the sorted instance S (its zs / ch define which samples are targets)."""
     J = kept_set(S.ch, only_changed=(points == "T"))
     nJ = len(J)
     g0 = math.isqrt(nJ - 1) + 1 if nJ > 1 else 1         # ceil(sqrt(nJ))
@@ -265,12 +255,37 @@ def three_layer_u3(x, z, changed, *, rng, delta=1, rescale: bool = False, points
         lambdas.append(lam)
     alpha, beta, F, f0 = B.hardtanh_features(AB, signs)
     V, c, u = B.expand_layer2(F, f0, pre, B.sigma_L_terms(delta))
-    block = B.Block(alpha, beta, V, c, u, _ZERO)
+    meta = {"J": nJ, "groups": g, "units": q, "max_lambda": float(max(lambdas))}
+    return B.Block(alpha, beta, V, c, u, _ZERO), meta
+
+
+def three_layer_u3(x, z, changed, *, rng, delta=1, rescale: bool = False, points: str = "J",
+                   draws: int = 4, verify: bool = True) -> Construction:
+    """The paper's U3 = 6 sqrt(3N + 2) construction (Thm 5.1, paper-notes 3.3).
+
+    J (changed samples + ends of unchanged runs, |J| <= min{3N+2, K}) is split into g = ceil(sqrt|J|)
+    consecutive groups of at most q = ceil(|J|/g) points. Layer 1: one alternating hard-tanh per
+    group (2 ReLUs each); layer 2: q sigma_L units (4 ReLUs each), unit r fitted to the r-th J point
+    of every group via the closed-form positive null vector, with lambda large enough that every
+    other sample (dropped ones included) lands outside [-1-delta, 1+delta]. Output: sum of units.
+    Neurons 2g + 4q <= 6 ceil(sqrt |J|).
+
+    ``points="T"`` uses J = T (changed samples only), about 6 ceil(sqrt N) (derived).
+    """
+    if points not in ("J", "T"):
+        raise FTCInputError(f"points must be 'J' or 'T', got {points!r}")
+    inst, scale, rng = _prep(x, z, changed, rng, rescale, draws)
+    delta = B.check_delta(delta)
+    N = int(inst.changed.sum())
+    K = inst.x.shape[0]
+    if N == 0 or not np.any(inst.z != 0):
+        return _zero_construction("u3", inst, {"N": N})
+    S = _Sorted(inst, scale, rng, draws)
+    block, meta = u3_block(S, delta, points)
     nbound = N if points == "T" else min(3 * N + 2, K)
     bound = 6 * (math.isqrt(nbound - 1) + 1 if nbound > 1 else 1)
-    info = {"N": N, "J": nJ, "groups": g, "units": q, "delta": float(delta), "scale": scale,
-            "projection": S.proj.a, "min_gap": float(S.proj.min_gap),
-            "max_lambda": float(max(lambdas))}
+    info = dict(meta, N=N, delta=float(delta), scale=scale, projection=S.proj.a,
+                min_gap=float(S.proj.min_gap))
     return finish("u3", _assemble(block, S.proj.a, scale), inst, bound, info, check_exact=verify)
 
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ftcjax._src import criteria, networks
+from ftcjax._src import criteria, networks, schedules
 from ftcjax._src.errors import FTCInputError
 from ftcjax._src.problems import Problem
 from ftcjax._src.protocol import Protocol, StaticConfig, static_config
@@ -79,18 +79,6 @@ def _tree_where(cond, a, b):
     return jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
 
 
-def _schedule(kind: str, t, total, dtype):
-    """Learning-rate multiplier at step ``t`` of ``total`` (both traced)."""
-    frac = jnp.clip(t.astype(dtype) / jnp.maximum(total, 1).astype(dtype), 0.0, 1.0)
-    if kind == "constant":
-        return jnp.ones_like(frac)
-    cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
-    if kind == "cosine":
-        return cosine
-    warm = 0.05
-    return jnp.where(frac < warm, frac / warm, 0.5 * (1.0 + jnp.cos(jnp.pi * (frac - warm) / (1 - warm))))
-
-
 def _optimizer(cfg: StaticConfig):
     if cfg.optimizer == "adam":
         # The learning rate and its schedule are applied by hand so that both stay per-lane arrays.
@@ -116,7 +104,8 @@ def _init_lane(cfg: StaticConfig, lane: _Lanes) -> _State:
     dtype = jnp.dtype(cfg.dtype)
     params = networks.init_mlp(lane.key, lane.width, in_dim=cfg.in_dim, depth=cfg.depth,
                                bucket=cfg.bucket, split=cfg.split, dtype=dtype)
-    opt_state = _optimizer(cfg).init(params)
+    with jax.numpy_dtype_promotion("standard"):
+        opt_state = _optimizer(cfg).init(params)
     return _State(params, opt_state, jnp.zeros((), bool), jnp.zeros((), jnp.int32))
 
 
@@ -138,14 +127,19 @@ def _segment_lane(cfg: StaticConfig, state: _State, lane: _Lanes, offset) -> _St
         running = lane.live & ~st.done & (t < lane.steps)
         newly = running & ok
         move = running & ~ok
+        # optax mixes its int32 step count with floats; keep our own code under the caller's
+        # (possibly strict) promotion rules and give optax the standard ones.
+        with jax.numpy_dtype_promotion("standard"):
+            if cfg.optimizer == "adam":
+                updates, opt_state = tx.update(grads, st.opt_state, st.params)
+            else:
+                updates, opt_state = tx.update(grads, st.opt_state, st.params, value=mse, grad=grads,
+                                               value_fn=lambda p: loss(p)[0])
         if cfg.optimizer == "adam":
-            updates, opt_state = tx.update(grads, st.opt_state, st.params)
-            lr = lane.learning_rate * _schedule(cfg.schedule, t, lane.steps, dtype)
+            lr = lane.learning_rate * schedules.lr_multiplier(cfg.schedule, t, lane.steps, dtype)
             params = jax.tree.map(lambda p, u: p - lr * u, st.params, updates)
         else:
-            updates, opt_state = tx.update(grads, st.opt_state, st.params, value=mse, grad=grads,
-                                           value_fn=lambda p: loss(p)[0])
-            params = optax.apply_updates(st.params, updates)
+            params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), st.params, updates)
         return _State(_tree_where(move, params, st.params), _tree_where(move, opt_state, st.opt_state),
                       st.done | newly, jnp.where(newly, t, st.stop_step)), None
 

@@ -114,7 +114,7 @@ def _random_relu(key, x, width=64):
     w1 = jax.random.normal(k1, (width, d), x.dtype) / jnp.sqrt(jnp.asarray(d, x.dtype))
     b1 = jax.random.normal(k2, (width,), x.dtype)
     w2 = jax.random.normal(k3, (width,), x.dtype) / jnp.sqrt(jnp.asarray(width, x.dtype))
-    return jax.nn.relu(x @ w1.T + b1) @ w2
+    return jax.nn.relu(x @ w1.T + b1[None, :]) @ w2
 
 
 def pretrain_frozen(key, x, y, *, width: int = 256, steps: int = 3000, learning_rate: float = 3e-3):
@@ -124,23 +124,23 @@ def pretrain_frozen(key, x, y, *, width: int = 256, steps: int = 3000, learning_
     """
     import optax
 
-    from ftcjax._src import networks
+    from ftcjax._src import networks, schedules
 
     params = networks.init_mlp(key, width, in_dim=x.shape[1], depth=2, dtype=x.dtype)
-    sched = optax.cosine_decay_schedule(learning_rate, steps)
-    tx = optax.adam(sched)
+    tx = optax.scale_by_adam()
     x_t = x.T
 
     def loss(p):
         return jnp.mean((networks.forward(p, x_t) - y) ** 2)
 
-    def step(carry, _):
+    def step(carry, t):
         p, s = carry
-        g = jax.grad(loss)(p)
-        u, s = tx.update(g, s, p)
-        return (optax.apply_updates(p, u), s), None
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes its int32 count with floats
+            u, s = tx.update(jax.grad(loss)(p), s, p)
+        lr = learning_rate * schedules.lr_multiplier("cosine", t, steps, x.dtype)
+        return (jax.tree.map(lambda a, b: a - lr * b, p, u), s), None
 
-    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(steps))
     f_x = networks.forward(params, x_t)
     return f_x, jnp.mean((f_x - y) ** 2)
 
@@ -269,7 +269,8 @@ def problem_from_arrays(x, y, changed, f_x=None) -> Problem:
         bad = ~np.isfinite(np.asarray(arr, dtype=np.float64))
         if bad.any():
             idx = np.argwhere(bad)[0]
-            raise FTCInputError(f"{name}: non-finite value {np.asarray(arr)[tuple(idx)]!r} at index {tuple(int(i) for i in idx)}")
+            value = float(np.asarray(arr, dtype=np.float64)[tuple(idx)])
+            raise FTCInputError(f"{name}: non-finite value {value} at index {tuple(int(i) for i in idx)}")
     uniq, first, counts = np.unique(x, axis=0, return_index=True, return_counts=True)
     if (counts > 1).any():
         dup = uniq[counts > 1][0]
@@ -282,7 +283,8 @@ def problem_from_arrays(x, y, changed, f_x=None) -> Problem:
         if f.shape != (K,):
             raise FTCInputError(f"f_x: shape {f.shape} must be ({K},) to match x")
         if not np.isfinite(f).all():
-            raise FTCInputError(f"f_x: non-finite value {f[~np.isfinite(f)][0]!r}")
+            raise FTCInputError(f"f_x: non-finite value {float(f[~np.isfinite(f)][0])} at index "
+                                f"{int(np.flatnonzero(~np.isfinite(f))[0])}")
     unchanged = ~changed
     fit = float(np.mean((y[unchanged] - f[unchanged]) ** 2)) if unchanged.any() else 0.0
     dtype = jnp.float64 if (x.dtype == np.float64 and jax.config.jax_enable_x64) else jnp.float32

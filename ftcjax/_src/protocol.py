@@ -14,9 +14,9 @@ import numpy as np
 
 from ftcjax._src.criteria import CRITERIA
 from ftcjax._src.errors import FTCInputError
+from ftcjax._src.schedules import SCHEDULES
 
 OPTIMIZERS = ("adam", "lbfgs")
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
 PRECISIONS = ("highest", "high", "default")
 
 

@@ -165,7 +165,7 @@ def compare_records(recs_a: Sequence[dict], recs_b: Sequence[dict], *, ignore: S
         ra, rb = a[k], b[k]
         wa = None if ra.get("censored") else ra.get("min_width")
         wb = None if rb.get("censored") else rb.get("min_width")
-        glabel = group_label(next(iter(group_records([ra]))), skip=ignore)
+        glabel = group_label(next(iter(group_records([ra]))), skip=ignore, show=())
         n, m = per_group.get(glabel, (0, 0))
         if wa != wb:
             moved.append((k, wa, wb))

@@ -80,7 +80,7 @@ def _probe_table(recs: Sequence[dict]):
 
 def _is_grid(recs: Sequence[dict]) -> bool:
     """True when every record probed every candidate width (strategy 'grid')."""
-    strat = {(r.get("protocol") or {}).get("strategy") for r in recs}
+    strat = {r.get("strategy", (r.get("protocol") or {}).get("strategy")) for r in recs}
     if strat == {"grid"}:
         return True
     allw = set()
@@ -327,11 +327,12 @@ def fig_width_vs_N(records: Sequence[dict]) -> Optional[Figure]:
     axes = np.atleast_1d(fig.subplots(1, len(depths)))
     colors = ["tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
     used = []
+    show = _rec.varying_axes(groups)
     for ax, depth in zip(axes, depths):
         gs = [(k, v) for k, v in groups.items() if int(dict(k).get("depth", 0)) == depth]
         allN = []
         for i, (k, v) in enumerate(gs):
-            allN += list(_group_line(ax, v, "trained " + _rec.group_label(k, skip=("depth", "data", "labels", "frozen")),
+            allN += list(_group_line(ax, v, "trained " + _rec.group_label(k, skip=("depth",), show=show),
                                      colors[i % len(colors)]))
             used += v
         kd = dict(gs[0][0])
@@ -370,10 +371,11 @@ def fig_width_vs_K(records: Sequence[dict]) -> Optional[Figure]:
     axes = np.atleast_1d(fig.subplots(1, len(depths)))
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
     used = []
+    show = _rec.varying_axes(groups)
     for ax, depth in zip(axes, depths):
         gs = [(k, v) for k, v in groups.items() if int(dict(k).get("depth", 0)) == depth]
         for i, (k, v) in enumerate(gs):
-            _group_line(ax, v, _rec.group_label(k, skip=("depth", "data", "labels", "frozen")),
+            _group_line(ax, v, _rec.group_label(k, skip=("depth",), show=show),
                         colors[i % len(colors)], over="K", fit=False)
             used += v
         ax.set_xscale("log")
@@ -402,6 +404,7 @@ def fig_distribution(records: Sequence[dict], *, max_groups: int = 8) -> Optiona
     axes = np.atleast_1d(fig.subplots(nrow, ncol)).ravel()
     rng = np.random.default_rng(0)  # jitter only; fixed so figures are reproducible
     used = []
+    show = _rec.varying_axes(dict(groups))
     for ax, (k, v) in zip(axes, groups):
         arr = _rec.instance_arrays(v)
         Ns = np.unique(arr.N)
@@ -428,7 +431,7 @@ def fig_distribution(records: Sequence[dict], *, max_groups: int = 8) -> Optiona
         ax.set_xticklabels([f"{int(n)}" for n in Ns])
         ax.set_xlabel(LABEL_N)
         ax.set_ylabel(LABEL_M_INST)
-        ax.set_title(_rec.group_label(k), fontsize=8)
+        ax.set_title(_rec.group_label(k, show=show), fontsize=8)
         ax.legend(fontsize=6.5)
         used += v
     for ax in axes[len(groups):]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ftcjax._src.errors import FTCInputError
 
-__all__ = ["load_records", "group_records", "InstanceArrays", "instance_arrays", "group_label",
+__all__ = ["load_records", "group_records", "InstanceArrays", "instance_arrays", "group_label", "varying_axes",
            "protocol_summary", "width_from_probes"]
 
 
@@ -94,12 +94,28 @@ def _sort_key(key):
     return tuple((k, (0, v) if isinstance(v, (int, float)) else (1, str(v))) for k, v in key)
 
 
-def group_label(key: tuple, *, skip: Sequence[str] = ()) -> str:
-    """Short human label for a group key, e.g. 'depth=3 K=1000 d=10 criterion=strict'."""
-    order = ["depth", "K", "N", "d", "criterion", "data", "labels", "frozen"]
+_ALWAYS = ("depth", "K", "N", "d", "criterion")
+
+
+def varying_axes(keys: Iterable[tuple]) -> set:
+    """Axes whose value differs between the given group keys (the ones a label must show)."""
+    vals: dict = {}
+    for key in keys:
+        for k, v in key:
+            vals.setdefault(k, set()).add(v)
+    return {k for k, v in vals.items() if len(v) > 1}
+
+
+def group_label(key: tuple, *, skip: Sequence[str] = (), show: Optional[Iterable[str]] = None) -> str:
+    """Short human label for a group key, e.g. 'depth=3 K=1000 d=10 criterion=strict'.
+
+    The cell of a real sweep holds every protocol field (chunk, unroll, ...); with ``show`` given only
+    the core axes (depth, K, N, d, criterion) and the axes in ``show`` (typically those that vary
+    between groups, :func:`varying_axes`) are printed.
+    """
     items = dict(key)
-    parts = [f"{k}={items[k]}" for k in order if k in items and k not in skip]
-    parts += [f"{k}={v}" for k, v in key if k not in order and k not in skip]
+    extra = [k for k, _ in key if k not in _ALWAYS and (show is None or k in set(show))]
+    parts = [f"{k}={items[k]}" for k in _ALWAYS + tuple(extra) if k in items and k not in skip]
     return " ".join(parts)
 
 
@@ -161,8 +177,10 @@ def instance_arrays(records: Sequence[dict], *, criterion: Optional[str] = None)
             w = rec.get("min_width")
             censored[i] = bool(rec.get("censored", w is None))
             trivial[i] = bool(rec.get("trivial", False))
-            if trivial[i] and w is None:
-                w = 0  # g = 0 passes: no neuron is needed
+            if trivial[i] and not censored[i]:
+                # g = 0 passes: no neuron is needed. The search still reports the smallest candidate
+                # that "succeeded", which measures the candidate list, not the problem.
+                w = 0
         else:
             w, censored[i], trivial[i] = width_from_probes(rec, criterion)
         if not censored[i] and w is not None:

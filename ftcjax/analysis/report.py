@@ -104,7 +104,9 @@ def build_report(records: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, 
     if not records:
         raise FTCInputError("records: no records to report on (is the run directory empty?)")
     groups = []
-    for key, recs in _rec.group_records(records).items():
+    grouped = _rec.group_records(records)
+    show = _rec.varying_axes(grouped)
+    for key, recs in grouped.items():
         arr = _rec.instance_arrays(recs)
         cellmap = dict(key)
         depth = cellmap.get("depth")
@@ -129,7 +131,7 @@ def build_report(records: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, 
             v = v[np.isfinite(v)]
             mz.append((c.N, float(np.median(v)) if v.size else math.nan))
         groups.append(GroupReport(
-            key=key, label=_rec.group_label(key), depth=None if depth is None else int(depth), theory=theory,
+            key=key, label=_rec.group_label(key, show=show), depth=None if depth is None else int(depth), theory=theory,
             fit=fit, sqrt_fit=sqrt_fit, fit_error=err, cells=cells, n_instances=len(recs),
             n_censored=int(arr.censored.sum()), n_trivial=int(arr.trivial.sum()),
             n_non_monotone=int(arr.non_monotone.sum()), trivial_cells=triv, partly_trivial_cells=part,

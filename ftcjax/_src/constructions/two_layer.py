@@ -18,7 +18,21 @@ from ftcjax._src.constructions._exact import (Construction, check_instance, chec
 from ftcjax._src.constructions.three_layer import kept_set, zero_network
 from ftcjax._src.errors import FTCInputError
 
-__all__ = ["two_layer_thm44", "two_layer_slab", "thm44_bound"]
+__all__ = ["two_layer_thm44", "two_layer_slab", "thm44_bound", "magnitude"]
+
+_U = 2.0 ** -53
+
+
+def magnitude(layers, x) -> float:
+    """max_i sum_j |W2_j| (|W1_j . x_i| + |b1_j|) + |b2| for a float 2-layer net: the scale of the
+    float64 rounding error. The float64 2-layer constructions stay within ``64 u magnitude``
+    (u = 2^-53; measured at most about 5.5 u magnitude up to K = 100000), the tolerance the tests
+    state."""
+    (W1, b1), (W2, b2) = layers
+    if W1.shape[0] == 0:
+        return float(abs(b2[0]))
+    pre = np.abs(np.asarray(x) @ np.asarray(W1, dtype=np.float64).T) + np.abs(b1)
+    return float(np.max(pre @ np.abs(W2[0])) + abs(b2[0]))
 
 
 def thm44_bound(changed_sorted) -> int:
@@ -102,6 +116,7 @@ def two_layer_thm44(x, z, changed, *, rng, exact: bool = False, verify: bool = T
         return finish("thm44", ((W1, b1), (W2, b2)), inst, bound, info, check_exact=verify)
     layers = ((W1, b1), (W2, b2))
     err = float(np.max(np.abs(forward(layers, inst.x) - inst.z))) if K else 0.0
+    info["magnitude"] = magnitude(layers, inst.x)
     return Construction("thm44", layers, None, len(keep), (len(keep),), bound, err, None, info)
 
 
@@ -180,6 +195,7 @@ def two_layer_slab(x, z, changed, *, rng, max_redraws: int = 10, rel_gap_tol: fl
     err = float(np.max(np.abs(forward(layers, X) - Z))) if K else 0.0
     bound = 4 * (-(-N // d))
     info = {"N": N, "groups": len(groups), "min_gap": worst_gap,
+            "magnitude": magnitude(layers, X),
             "max_abs_weight": [float(np.max(np.abs(W1), initial=0)),
                                float(np.max(np.abs(W2), initial=0))]}
     return Construction("slab", layers, None, m, (m,), bound, err, None, info)

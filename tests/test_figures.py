@@ -131,3 +131,62 @@ def test_package_import_does_not_import_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.stdout.strip() == "False"
+
+
+def test_reference_curves_agree_with_bounds_module():
+    # the figure's closed forms (fallback) and ftcjax._src.bounds must give the same curves
+    b = pytest.importorskip("ftcjax._src.bounds")
+    N = np.array([1.0, 3.0, 10.0, 32.0, 100.0])
+    for depth in (2, 3):
+        via_bounds = F.reference_curves(depth, N, K=1000, d=10)
+        saved = F._bounds_module
+        try:
+            F._bounds_module = lambda: None
+            fallback = F.reference_curves(depth, N, K=1000, d=10)
+        finally:
+            F._bounds_module = saved
+        for (l1, v1, _), (l2, v2, _) in zip(via_bounds, fallback):
+            assert l1 == l2
+            np.testing.assert_allclose(v1, v2, rtol=1e-12, err_msg=l1)
+    assert b.tooth_neurons(10) == 19
+
+
+def test_constructions_on_the_same_instances(tmp_path):
+    # a real (tiny) run: regenerate its instances from the stored keys and count the Thm 4.4
+    # construction's neurons on them; a tampered record (other instance) is detected
+    pytest.importorskip("ftcjax.sweep.runner")
+    from ftcjax.analysis.instances import construction_counts
+    from ftcjax.sweep.runner import run_sweep
+    from ftcjax.sweep.spec import parse_spec
+
+    spec = parse_spec("""name = "t"
+seed = 5
+replicates = 2
+[grid]
+depth = 2
+N = [1, 3]
+K = 12
+d = 2
+criterion = "paper"
+[train]
+steps = 20
+restarts = 1
+[width]
+values = [2, 4]
+strategy = "grid"
+""")
+    out = tmp_path / "run"
+    run_sweep(spec, out)
+    from ftcjax.analysis import load_records
+
+    recs = load_records(str(out))
+    counts = construction_counts(recs, str(out))
+    assert counts is not None and set(counts) == {r["instance_id"] for r in recs}
+    for r in recs:
+        N, K = r["cell"]["N"], r["cell"]["K"]
+        # Thm 4.4: |J| - 1 <= min(3N + 1, K - 1), and at least N neurons for N changed samples
+        assert N <= counts[r["instance_id"]]["thm44"] <= min(3 * N + 1, K - 1)
+    bad = [dict(r, problem=dict(r["problem"], mse_zero=r["problem"]["mse_zero"] + 0.1)) for r in recs]
+    assert construction_counts(bad, str(out)) is None
+    fig = F.fig_width_vs_N(recs, constructions=counts)
+    assert any("on these instances" in t for t in _legend_texts(fig.axes[0]))

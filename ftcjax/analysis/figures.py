@@ -89,40 +89,59 @@ def _is_grid(recs: Sequence[dict]) -> bool:
     return bool(recs) and all(len(r.get("probes", [])) == len(allw) for r in recs) and len(allw) > 2
 
 
+def _bounds_module():
+    try:
+        from ftcjax import bounds as b  # a public re-export, if the package provides one
+    except ImportError:
+        try:
+            from ftcjax._src import bounds as b
+        except ImportError:
+            return None
+    return b
+
+
 def reference_curves(depth: int, N: np.ndarray, *, K: int, d: int) -> list:
     """(label, values (len(N),), style) of construction counts and lower bounds for a log-log plot.
 
-    Uses :mod:`ftcjax.bounds` when it is importable (the single source of the formulas), else the
-    closed forms of paper-notes sections 2-3 (worst-case counts; constructions are independent of K).
+    Uses :mod:`ftcjax._src.bounds` (the single source of the formulas) when importable, else the
+    closed forms of paper-notes sections 2-3 written here (the tests check both agree).
     """
     N = np.asarray(N, dtype=float)
-    try:
-        from ftcjax import bounds as _b  # written by the constructions issue
-    except ImportError:
-        _b = None
+    b = _bounds_module()
+    Ni = [int(n) for n in N]
     out = []
     if depth == 2:
-        up = np.minimum(3 * N + 1, K - 1)
-        lo = np.minimum(3 * N, K - 2)
-        slab = 4 * np.ceil(N / d)
-        gen = np.maximum((N - 1) / (d + 1), 1)
+        if b is not None and K >= 3:
+            lo = np.array([b.thm41_two_layer(n, K)[0] if n <= K else np.nan for n in Ni], float)
+            up = np.array([b.thm41_two_layer(n, K)[1] if n <= K else np.nan for n in Ni], float)
+            slab = np.array([b.slab_two_layer(n, d) for n in Ni], float)
+            gen = np.array([b.generic_two_layer_lower(n, d) for n in Ni], float)
+        else:
+            up = np.minimum(3 * N + 1, K - 1)
+            lo = np.minimum(3 * N, K - 2)
+            slab = 4 * np.ceil(N / d)
+            gen = (N - 1) / (d + 1)
+        gen = np.maximum(gen, 1.0)  # a log axis cannot show the bound's values below one neuron
         out += [("Thm 4.4 construction, worst case min(3N+1, K-1)", up, dict(ls="--", color="0.2")),
                 (f"slab construction 4 ceil(N/d), d={d}", slab, dict(ls="-.", color="tab:green")),
                 ("worst-case lower bound min(3N, K-2)", lo, dict(ls=":", color="0.2")),
                 (f"generic-data lower bound (N-1)/(d+1), d={d}", gen, dict(ls=":", color="tab:red"))]
     elif depth == 3:
-        u3 = 6 * np.sqrt(3 * N + 2)
-        tooth = np.array([_tooth_count(int(n)) for n in N], dtype=float)
-        lo = np.sqrt(2 * np.minimum(3 * N, K - 2) + 0.25) - 0.5
-        gen = np.array([_generic3(int(n), d) for n in N], dtype=float)
+        if b is not None and K >= 3:
+            u3 = np.array([b.thm51_u3(n) for n in Ni], float)
+            tooth = np.array([b.tooth_neurons(n) for n in Ni], float)
+            lo = np.array([b.thm51_lower(n, K) if n <= K else np.nan for n in Ni], float)
+            gen = np.array([b.generic_three_layer_lower(n, d) for n in Ni], float)
+        else:
+            u3 = 6 * np.sqrt(3 * N + 2)
+            tooth = np.array([_tooth_count(n) for n in Ni], dtype=float)
+            lo = np.sqrt(2 * np.minimum(3 * N, K - 2) + 0.25) - 0.5
+            gen = np.array([_generic3(n, d) for n in Ni], dtype=float)
+        gen = np.maximum(gen, 1.0)
         out += [("U3 = 6 sqrt(3N+2) (Thm 5.1)", u3, dict(ls="--", color="0.2")),
                 ("tooth construction (2p+1)+4q, pq >= N", tooth, dict(ls="-.", color="tab:green")),
                 ("worst-case lower bound (Thm 5.1)", lo, dict(ls=":", color="0.2")),
                 (f"generic-data lower bound, d={d}", gen, dict(ls=":", color="tab:red"))]
-    if _b is not None:
-        # keep the figure honest about the source: the closed forms above follow paper-notes; the
-        # bounds module is checked against them in its own tests.
-        pass
     return out
 
 
@@ -316,8 +335,13 @@ def _group_line(ax, recs, label_prefix, color, *, over="N", fit=True):
     return xv
 
 
-def fig_width_vs_N(records: Sequence[dict]) -> Optional[Figure]:
-    """Log-log minimal width against N, one panel per depth (2 and 3); None without >= 2 N values."""
+def fig_width_vs_N(records: Sequence[dict], *, constructions: Optional[dict] = None) -> Optional[Figure]:
+    """Log-log minimal width against N, one panel per depth (2 and 3); None without >= 2 N values.
+
+    ``constructions``: optional {instance_id: counts} from
+    :func:`ftcjax.analysis.instances.construction_counts`; then the Thm 4.4 construction's count on
+    the very same 2-layer instances is drawn (median per N) beside the trained widths.
+    """
     groups = {k: v for k, v in _rec.group_records(records, over="N").items()
               if len({r["cell"]["N"] for r in v}) >= 2}
     depths = sorted({int(dict(k).get("depth", 0)) for k in groups} & {2, 3})
@@ -331,10 +355,24 @@ def fig_width_vs_N(records: Sequence[dict]) -> Optional[Figure]:
     for ax, depth in zip(axes, depths):
         gs = [(k, v) for k, v in groups.items() if int(dict(k).get("depth", 0)) == depth]
         allN = []
+        drawn: set = set()
         for i, (k, v) in enumerate(gs):
             allN += list(_group_line(ax, v, "trained " + _rec.group_label(k, skip=("depth",), show=show),
                                      colors[i % len(colors)]))
             used += v
+            if constructions and depth == 2:
+                cn = {}
+                for r in v:
+                    c = constructions.get(r["instance_id"])
+                    if c and "thm44" in c:
+                        cn.setdefault(int(r["cell"]["N"]), []).append(c["thm44"])
+                lab = (f"Thm 4.4 construction on these instances (median), "
+                       f"K={dict(k).get('K')} d={dict(k).get('d')}")
+                if cn and lab not in drawn:  # paired instances (other criteria) give the same counts
+                    drawn.add(lab)
+                    xs = sorted(cn)
+                    ax.plot(xs, [float(np.median(cn[x])) for x in xs], "s", mfc="none", ms=6,
+                            color=colors[i % len(colors)], label=lab)
         kd = dict(gs[0][0])
         Ns = np.unique(np.asarray(allN, dtype=float))
         nn = np.unique(np.round(np.geomspace(Ns.min(), Ns.max(), 40)))
@@ -457,8 +495,13 @@ def write_all(run_dir: str, *, out: Optional[str] = None, records: Optional[Sequ
     out = out or os.path.join(os.fspath(run_dir), "figures")
     os.makedirs(out, exist_ok=True)
     written = []
+    constructions = None
+    if run_dir is not None and os.path.isdir(os.fspath(run_dir)):
+        from ftcjax.analysis.instances import construction_counts
+
+        constructions = construction_counts(records, os.fspath(run_dir))
     for name, fn in FIGURES:
-        fig = fn(records)
+        fig = fn(records, constructions=constructions) if fn is fig_width_vs_N else fn(records)
         if fig is None:
             continue
         for ext in ("png", "pdf"):

@@ -174,3 +174,20 @@ upper = 24
         return
     spec = parse_spec(doubled_spec_text(text))
     assert dict(spec.axes)["steps"] == (600, 1200)
+
+
+def test_doubled_spec_subset_and_cli(tmp_path, capsys):
+    from ftcjax.analysis.convergence import main
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "e"\n[grid]\ndepth = [2, 3]\nN = [1, 2]\nK = 10\nd = [1, 2, 10]\n[train]\nsteps = 100\n'
+                    '[width]\nupper = 8\n')
+    out = tmp_path / "e-x2.toml"
+    assert main(["double", str(spec), str(out), "--only", "d=2,10"]) == 0
+    new = tomllib.loads(out.read_text())
+    assert new["grid"]["d"] == [2, 10] and new["grid"]["depth"] == [2, 3]
+    assert new["train"]["steps"] == 200 and new["train"]["restarts"] >= 2
+    assert main(["double", str(spec), str(out), "--only", "d=7"]) == 2
+    assert "d=7" not in capsys.readouterr().out
+    with pytest.raises(FTCInputError, match="grid.lr is not set"):
+        doubled_spec_text(spec.read_text(), subset={"lr": [1]})

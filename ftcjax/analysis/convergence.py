@@ -10,9 +10,10 @@ doubling the budget moves it, it was not yet a measurement of capacity. The chec
 
 Command line (the ``ftcjax`` CLI may wire the same functions)::
 
-    python -m ftcjax.analysis.convergence double sweeps/default.toml runs/default-2x.toml
-    ftcjax run runs/default-2x.toml --out runs/default-2x
-    python -m ftcjax.analysis.convergence compare runs/default runs/default-2x
+    python -m ftcjax.analysis.convergence double sweeps/default.toml runs/default-x2.toml [--only d=2]
+    ftcjax run runs/default-x2.toml --out runs/default-x2
+    python -m ftcjax.analysis.convergence compare runs/default runs/default-x2
+    ftcjax report runs/default        # finds runs/default-x2 by itself and prints the comparison
 """
 from __future__ import annotations
 
@@ -42,15 +43,29 @@ def _protocol_default(name: str) -> int:
         return _FALLBACK[name]
 
 
-def doubled_spec_dict(data: dict, *, factor: int = 2) -> dict:
+def doubled_spec_dict(data: dict, *, factor: int = 2, subset: Optional[dict] = None) -> dict:
     """A parsed spec (TOML dict) with every ``train.steps`` and ``train.restarts`` value times ``factor``.
 
     Everything else (seed, grid, replicates, widths, chunking) is kept, so the instances are identical.
     The name gets a ``-x{factor}`` suffix so the default output directory differs.
+    ``subset``: optional {grid axis: list of values} restricting the re-search to part of the grid
+    (to fit a budget: 2x steps and 2x restarts cost 4x); instances keep their identity, so the
+    comparison pairs them with the same instances of the full run.
     """
     if not isinstance(factor, int) or factor < 2:
         raise FTCInputError(f"factor: {factor!r} must be an integer >= 2")
     out = json.loads(json.dumps(data))  # deep copy of plain TOML data
+    for axis, values in (subset or {}).items():
+        grid = out.setdefault("grid", {})
+        if axis not in grid:
+            raise FTCInputError(f"subset: grid.{axis} is not set in the spec; cannot restrict it")
+        have = grid[axis] if isinstance(grid[axis], list) else [grid[axis]]
+        if isinstance(grid[axis], str):
+            raise FTCInputError(f"subset: grid.{axis} is a range {grid[axis]!r}; write it as a list to restrict it")
+        bad = [v for v in values if v not in have]
+        if bad or not values:
+            raise FTCInputError(f"subset: grid.{axis} values {bad or values!r} are not in the spec's {have!r}")
+        grid[axis] = list(values)
     train = out.setdefault("train", {})
     for k in ("steps", "restarts"):
         v = train.get(k, _protocol_default(k))
@@ -91,13 +106,34 @@ def dump_toml(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def doubled_spec_text(text: str, *, factor: int = 2) -> str:
+def doubled_spec_text(text: str, *, factor: int = 2, subset: Optional[dict] = None) -> str:
     """TOML text of the doubled spec (see :func:`doubled_spec_dict`)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise FTCInputError(f"spec: TOML syntax error: {e}") from None
-    return dump_toml(doubled_spec_dict(data, factor=factor))
+    return dump_toml(doubled_spec_dict(data, factor=factor, subset=subset))
+
+
+def _parse_subset(items: Sequence[str]) -> dict:
+    """['d=2', 'data=gaussian,sphere'] -> {'d': [2], 'data': ['gaussian', 'sphere']}.
+
+    Each value is read as a TOML scalar (numbers), falling back to a bare string.
+    """
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise FTCInputError(f"--only: {it!r} must look like AXIS=V1,V2")
+        k, v = it.split("=", 1)
+        vals = []
+        for x in v.split(","):
+            x = x.strip()
+            try:
+                vals.append(tomllib.loads(f"v = {x}")["v"])
+            except tomllib.TOMLDecodeError:
+                vals.append(x)
+        out[k.strip()] = vals
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +235,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     d.add_argument("spec")
     d.add_argument("out")
     d.add_argument("--factor", type=int, default=2)
+    d.add_argument("--only", action="append", default=[], metavar="AXIS=V1,V2",
+                   help="re-search only these grid values (repeatable), e.g. --only d=2")
     c = sub.add_parser("compare", help="count minimal widths that moved between DIR_A and DIR_B")
     c.add_argument("dir_a")
     c.add_argument("dir_b")
@@ -207,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.cmd == "double":
             with open(args.spec, "r", encoding="utf-8") as fh:
-                text = doubled_spec_text(fh.read(), factor=args.factor)
+                text = doubled_spec_text(fh.read(), factor=args.factor, subset=_parse_subset(args.only))
             with open(args.out, "w", encoding="utf-8") as fh:
                 fh.write(text)
             print(f"wrote {args.out}")

@@ -191,3 +191,25 @@ def test_doubled_spec_subset_and_cli(tmp_path, capsys):
     assert "d=7" not in capsys.readouterr().out
     with pytest.raises(FTCInputError, match="grid.lr is not set"):
         doubled_spec_text(spec.read_text(), subset={"lr": [1]})
+
+
+def test_k_dependence_report_fits_against_K():
+    # N fixed, K over a decade; widths independent of K -> slope ~ 0 (theory 0 once K >= 3N + 2),
+    # and the paper criterion becomes trivial at large K (loss of g = 0 ~ (N/K)(2/3) <= 0.04)
+    recs = []
+    for K in (16, 32, 64, 128, 256):
+        recs += synthetic_records(Ns=[4], K=K, depth=3, criterion="strict", replicates=5, seed=K)
+        recs += synthetic_records(Ns=[4], K=K, depth=3, criterion="paper", replicates=5, seed=K + 1)
+    rep = build_report(recs, n_boot=300)
+    assert rep.over == "K"
+    strict = _group(rep, criterion="strict")
+    assert strict.theory == 0.0 and strict.covers_theory is True and abs(strict.fit.slope) < 0.1
+    paper = _group(rep, criterion="paper")
+    assert 128.0 in paper.trivial_cells and 256.0 in paper.trivial_cells and 16.0 not in paper.trivial_cells
+    text = format_report(rep)
+    assert "against K at fixed N" in text and "trivial (g=0 passes) at K=" in text
+    assert "theory: 0" in text
+    # K < 3N + 2 somewhere: the theory makes no K-independence claim there
+    small = synthetic_records(Ns=[4], K=10, depth=3, replicates=3) + synthetic_records(Ns=[4], K=40, depth=3,
+                                                                                      replicates=3)
+    assert build_report(small, n_boot=10).groups[0].theory is None

@@ -19,7 +19,7 @@ from ftcjax._src.errors import FTCInputError
 from ftcjax.analysis import records as _rec
 from ftcjax.analysis import stats as _stats
 
-__all__ = ["GroupReport", "Report", "build_report", "format_report", "FORMATS"]
+__all__ = ["GroupReport", "Report", "build_report", "choose_axis", "format_report", "FORMATS"]
 
 FORMATS = ("table", "markdown", "csv")
 
@@ -47,7 +47,8 @@ class GroupReport:
     trivial_cells: tuple
     partly_trivial_cells: tuple
     censored_cells: tuple
-    mse_zero_median: tuple  # per cell (N, median loss of g = 0)
+    mse_zero_median: tuple  # per cell (x, median loss of g = 0)
+    over: str = "N"  # the fit axis: N (exponent in N) or K (dependence on K at fixed N)
 
     @property
     def covers_theory(self) -> Optional[bool]:
@@ -57,17 +58,18 @@ class GroupReport:
     def flags(self) -> list:
         """Plain-language warnings a reader must see next to the estimate."""
         out = []
+        x = self.over
         if self.trivial_cells:
-            out.append("trivial (g=0 passes) at N=" + _nlist(self.trivial_cells) + ": excluded from fit")
+            out.append(f"trivial (g=0 passes) at {x}=" + _nlist(self.trivial_cells) + ": excluded from fit")
         if self.partly_trivial_cells:
-            out.append("partly trivial at N=" + _nlist(self.partly_trivial_cells))
+            out.append(f"partly trivial at {x}=" + _nlist(self.partly_trivial_cells))
         if self.censored_cells:
-            out.append(f"censored at N={_nlist(self.censored_cells)} ({self.n_censored} instances): "
+            out.append(f"censored at {x}={_nlist(self.censored_cells)} ({self.n_censored} instances): "
                        "excluded, so the slope is biased LOW there")
         if self.n_non_monotone:
             out.append(f"{self.n_non_monotone} non-monotone instances (a wider net failed after a narrower passed)")
         if self.fit is not None and self.fit.n_cells < 3:
-            out.append("only 2 N values: no check of curvature")
+            out.append(f"only 2 {x} values: no check of curvature")
         if self.fit is not None and self.fit.local:
             ls = [s for _, _, s in self.fit.local]
             if max(ls) - min(ls) > 0.3:
@@ -85,49 +87,73 @@ class Report:
     n_boot: int
     seed: int
     convergence: Optional[object] = None  # a convergence.Comparison when one was given
+    over: str = "N"
 
 
 def _nlist(ns) -> str:
     return ",".join(f"{int(n)}" if float(n).is_integer() else f"{n:g}" for n in ns)
 
 
+def choose_axis(records: Sequence[dict]) -> str:
+    """The fit axis: N when the records span several N values, else K when they span several K."""
+    ns = {r["cell"].get("N") for r in records}
+    ks = {r["cell"].get("K") for r in records}
+    return "K" if len(ns) <= 1 and len(ks) > 1 else "N"
+
+
+def _theory(depth, over: str, recs: Sequence[dict]) -> Optional[float]:
+    if depth is None:
+        return None
+    if over == "N":
+        return _stats.theory_exponent(depth)
+    # at fixed N the worst-case bounds are K-independent once K >= 3N + 2 (Thm 4.1 / 5.1; 3-layer via U3)
+    ok = all(int(r["cell"]["K"]) >= 3 * int(r["cell"]["N"]) + 2 for r in recs)
+    return 0.0 if ok and int(depth) in (2, 3) else None
+
+
 def build_report(records: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                 convergence=None) -> Report:
+                 convergence=None, over: Optional[str] = None) -> Report:
     """Fit every group of ``records`` (see module doc); never raises on a group that cannot be fitted.
 
     Args:
       records: sweep records (schema in the sweep store).
+      over: the fit axis, "N" (exponent in N; theory 1 or 1/2) or "K" (log-log slope in K at fixed
+        N; theory 0 once K >= 3N + 2). Default: :func:`choose_axis`.
       n_boot, seed, level: bootstrap settings (recorded in the report).
       convergence: optional :class:`ftcjax.analysis.convergence.Comparison` to print.
     """
     records = list(records)
     if not records:
         raise FTCInputError("records: no records to report on (is the run directory empty?)")
+    over = over or choose_axis(records)
+    if over not in ("N", "K"):
+        raise FTCInputError(f"over: {over!r} must be 'N' or 'K'")
     groups = []
-    grouped = _rec.group_records(records)
+    grouped = _rec.group_records(records, over=over)
     show = _rec.varying_axes(grouped)
     for key, recs in grouped.items():
         arr = _rec.instance_arrays(recs)
+        xs = arr.N if over == "N" else arr.K
         cellmap = dict(key)
         depth = cellmap.get("depth")
-        theory = _stats.theory_exponent(depth) if depth is not None else None
+        theory = _theory(depth, over, recs)
         fit = sqrt_fit = None
         err = None
         try:
-            fit = _stats.fit_exponent(arr.N, arr.widths, censored=arr.censored, trivial=arr.trivial,
+            fit = _stats.fit_exponent(xs, arr.widths, censored=arr.censored, trivial=arr.trivial,
                                       n_boot=n_boot, seed=seed, level=level, ceiling=arr.ceiling)
-            if depth is not None and int(depth) >= 3:
-                sqrt_fit = _stats.fit_sqrt(arr.N, arr.widths, censored=arr.censored, trivial=arr.trivial,
+            if over == "N" and depth is not None and int(depth) >= 3:
+                sqrt_fit = _stats.fit_sqrt(xs, arr.widths, censored=arr.censored, trivial=arr.trivial,
                                            n_boot=n_boot, seed=seed, level=level)
         except FTCInputError as e:
-            err = str(e)
-        cells = _stats.cell_summaries(arr.N, arr.widths, censored=arr.censored, trivial=arr.trivial,
+            err = str(e).replace("distinct N", f"distinct {over}")
+        cells = _stats.cell_summaries(xs, arr.widths, censored=arr.censored, trivial=arr.trivial,
                                       ceiling=arr.ceiling)
         triv = tuple(c.N for c in cells if c.n_trivial == c.n and c.n > 0)
         part = tuple(c.N for c in cells if 0 < c.n_trivial < c.n)
         mz = []
         for c in cells:
-            v = arr.mse_zero[arr.N == c.N]
+            v = arr.mse_zero[xs == c.N]
             v = v[np.isfinite(v)]
             mz.append((c.N, float(np.median(v)) if v.size else math.nan))
         groups.append(GroupReport(
@@ -135,10 +161,12 @@ def build_report(records: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, 
             fit=fit, sqrt_fit=sqrt_fit, fit_error=err, cells=cells, n_instances=len(recs),
             n_censored=int(arr.censored.sum()), n_trivial=int(arr.trivial.sum()),
             n_non_monotone=int(arr.non_monotone.sum()), trivial_cells=triv, partly_trivial_cells=part,
-            censored_cells=tuple(c.N for c in cells if c.n_censored > 0), mse_zero_median=tuple(mz)))
+            censored_cells=tuple(c.N for c in cells if c.n_censored > 0), mse_zero_median=tuple(mz),
+            over=over))
     shared, varying = _rec.protocol_summary(records)
     return Report(groups=tuple(groups), n_records=len(records), protocol_shared=shared,
-                  protocol_varying=varying, level=level, n_boot=n_boot, seed=seed, convergence=convergence)
+                  protocol_varying=varying, level=level, n_boot=n_boot, seed=seed, convergence=convergence,
+                  over=over)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,7 +192,7 @@ def _group_rows(rep: Report) -> list:
         row = {"group": g.label}
         row.update({k: v for k, v in g.key})
         row.update({
-            "N_range": "-" if f is None else f"{_nlist([f.N_range[0]])}..{_nlist([f.N_range[1]])}",
+            f"{rep.over}_range": "-" if f is None else f"{_nlist([f.N_range[0]])}..{_nlist([f.N_range[1]])}",
             "instances": g.n_instances, "used": 0 if f is None else f.n_used,
             "censored": g.n_censored, "trivial": g.n_trivial, "non_monotone": g.n_non_monotone,
             "slope": None if f is None else f.slope,
@@ -213,10 +241,13 @@ def _protocol_lines(rep: Report) -> list:
     out = [f"protocol (shared by all {rep.n_records} records): {sh or '-'}"]
     if rep.protocol_varying:
         out.append("protocol (varies): " + ", ".join(f"{k} in {v}" for k, v in sorted(rep.protocol_varying.items())))
-    out.append(f"fit: OLS of log(min width) on log N over uncensored, non-trivial instances; "
-               f"{int(rep.level * 100)}% percentile bootstrap CI resampling instances within each N cell "
-               f"(n_boot={rep.n_boot}, seed={rep.seed}); Theil-Sen as robustness check; "
-               f"theory: 1 (2-layer, Thm 4.1), 1/2 (3-layer, Thm 5.1), worst case over instances.")
+    x = rep.over
+    theory = ("theory: 1 (2-layer, Thm 4.1), 1/2 (3-layer, Thm 5.1), worst case over instances."
+              if x == "N" else "theory: 0 (the worst-case bounds do not depend on K once K >= 3N + 2, "
+                               "Thm 4.1 and Thm 5.1 via U3).")
+    out.append(f"fit: OLS of log(min width) on log {x} over uncensored, non-trivial instances; "
+               f"{int(rep.level * 100)}% percentile bootstrap CI resampling instances within each {x} cell "
+               f"(n_boot={rep.n_boot}, seed={rep.seed}); Theil-Sen as robustness check; {theory}")
     return out
 
 
@@ -243,14 +274,14 @@ def _md(headers: list, rows: list) -> str:
     return "\n".join(out)
 
 
-_SUMMARY_HEAD = ["group", "N", "inst", "used", "cens", "triv", "slope", "CI", "Theil-Sen", "theory",
+_SUMMARY_HEAD = ["group", "{x}", "inst", "used", "cens", "triv", "slope", "CI", "Theil-Sen", "theory",
                  "covers", "local slopes", "a sqrt(N)+b"]
 
 
 def _summary_row(g: GroupReport, r: dict) -> list:
     ci = "-" if r["ci_low"] is None else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
     sq = "-" if g.sqrt_fit is None else f"{g.sqrt_fit.a:.2f} sqrt(N) {g.sqrt_fit.b:+.1f}"
-    return [g.label, r["N_range"], r["instances"], r["used"], r["censored"], r["trivial"], _f(r["slope"]),
+    return [g.label, r[f"{g.over}_range"], r["instances"], r["used"], r["censored"], r["trivial"], _f(r["slope"]),
             ci, _f(r["theil_sen"]), "-" if g.theory is None else f"{g.theory:g}", _covers(g),
             r["local_slopes"] or "-", sq]
 
@@ -272,14 +303,16 @@ def format_report(rep: Report, fmt: str = "table") -> str:
         return buf.getvalue()
     render = _table if fmt == "table" else _md
     out = []
-    title = "Minimal-width exponents (ftcjax report)"
+    title = ("Minimal-width exponents in N (ftcjax report)" if rep.over == "N"
+             else "Minimal width against K at fixed N (ftcjax report)")
     out += ([title, "=" * len(title)] if fmt == "table" else [f"## {title}"]) + [""]
-    out.append(render(_SUMMARY_HEAD, [_summary_row(g, r) for g, r in zip(rep.groups, rows)]))
+    head = [h.format(x=rep.over) for h in _SUMMARY_HEAD]
+    out.append(render(head, [_summary_row(g, r) for g, r in zip(rep.groups, rows)]))
     out.append("")
     for g in rep.groups:
         out.append(f"{'###' if fmt == 'markdown' else '--'} {g.label}")
         out.append("")
-        out.append(render(["N", "n", "median m", "IQR", "mse(g=0)", "flags"], _cell_rows(g)))
+        out.append(render([rep.over, "n", "median m", "IQR", "mse(g=0)", "flags"], _cell_rows(g)))
         for fl in g.flags + ([f"not fitted: {g.fit_error}"] if g.fit_error else []):
             out.append(f"{'- ' if fmt == 'markdown' else '  ! '}{fl}")
         out.append("")

@@ -29,12 +29,19 @@ from ftcjax._src.constructions.deep import deep_stacked, deep_width_bound
 from ftcjax._src.constructions.three_layer import (
     kept_set,
     three_layer_4n4,
+    three_layer_u1,
+    three_layer_u2,
     three_layer_u3,
     tooth,
     tooth_split,
     zero_network,
 )
-from ftcjax._src.constructions.two_layer import thm44_bound, two_layer_slab, two_layer_thm44
+from ftcjax._src.constructions.two_layer import (
+    magnitude,
+    thm44_bound,
+    two_layer_slab,
+    two_layer_thm44,
+)
 from ftcjax._src.worst_case import (
     alternating_turns,
     min_breakpoint_interpolant,
@@ -45,8 +52,9 @@ from ftcjax._src.worst_case import (
 
 __all__ = [
     "Construction", "export_float", "float_error_bound", "forward", "forward_exact", "to_fractions",
-    "deep_stacked", "deep_width_bound", "kept_set", "three_layer_4n4", "three_layer_u3", "tooth",
-    "tooth_split", "zero_network", "thm44_bound", "two_layer_slab", "two_layer_thm44",
+    "deep_stacked", "deep_width_bound", "kept_set", "three_layer_4n4", "three_layer_u1",
+    "three_layer_u2", "three_layer_u3", "tooth",
+    "tooth_split", "zero_network", "magnitude", "thm44_bound", "two_layer_slab", "two_layer_thm44",
     "alternating_turns", "min_breakpoint_interpolant", "min_breakpoints", "turn_signs",
     "worst_case_two_layer",
 ]

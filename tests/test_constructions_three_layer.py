@@ -15,7 +15,8 @@ import pytest
 from ftcjax._src import bounds
 from ftcjax._src.constructions._blocks import sigma_L, sigma_T
 from ftcjax._src.constructions._exact import forward, forward_exact
-from ftcjax._src.constructions.three_layer import (three_layer_4n4, three_layer_u3, tooth,
+from ftcjax._src.constructions.three_layer import (three_layer_4n4, three_layer_u1,
+                                                   three_layer_u2, three_layer_u3, tooth,
                                                    tooth_split)
 from ftcjax._src.errors import FTCInputError
 from ftcjax._src.worst_case import alternating_turns, min_breakpoints, worst_case_two_layer
@@ -51,7 +52,10 @@ BUILDERS = {
     "u3T": (lambda *a, **k: three_layer_u3(*a, points="T", **k),
             lambda N, K: 6 * math.ceil(math.sqrt(N))),
     "4n4": (three_layer_4n4, lambda N, K: 4 * N + 4),
+    "u1": (three_layer_u1, lambda N, K: 4 * math.ceil(math.sqrt(K))),
+    "u2": (three_layer_u2, lambda N, K: 2 * math.ceil(math.sqrt(K)) + 3 * N),
 }
+ALL = ("tooth", "u3", "4n4", "u1", "u2")
 
 SIZES = [(1, 1, 1), (2, 1, 1), (2, 2, 2), (3, 1, 2), (5, 2, 1), (7, 3, 7), (20, 1, 5),
          (20, 10, 20), (40, 2, 3), (60, 3, 13), (90, 5, 24)]
@@ -102,7 +106,7 @@ def test_three_layer_beats_two_layer_order_on_worst_case():
         z = z / 2                                  # the 3-layer theory needs |z| <= 1
         need = min_breakpoints(z)
         assert need == 3 * N
-        for name in ("tooth", "u3", "4n4"):
+        for name in ALL:
             c = BUILDERS[name][0](x, z, changed, rng=N, verify=False)
             assert_exact(c, x, z)
             d1, d2 = c.widths
@@ -118,7 +122,7 @@ def test_lower_bound_on_alternating_instances():
         x, z, changed = alternating_turns(N, K)
         need = min_breakpoints(z)
         assert need == K - 2
-        for name in ("tooth", "u3", "4n4"):
+        for name in ALL:
             c = BUILDERS[name][0](x, z, changed, rng=K, rescale=True, verify=False)
             assert_exact(c, x, z)
             d1, d2 = c.widths
@@ -130,7 +134,7 @@ def test_z_above_one_needs_rescale():
     rng = np.random.default_rng(11)
     x, z, changed = random_instance(rng, 15, 2, 4, zmax=5.0)
     z[np.flatnonzero(changed)[0]] = 4.5
-    for name in ("tooth", "u3", "4n4"):
+    for name in ALL:
         build = BUILDERS[name][0]
         with pytest.raises(FTCInputError, match=r"z.*rescale"):
             build(x, z, changed, rng=0)
@@ -155,6 +159,18 @@ def test_4n4_handles_empty_groups():
     assert c.neurons <= 2 * 6 + 2
 
 
+def test_u1_u2_grow_with_K_tooth_does_not():
+    """U1 and U2 pay for every sample (sqrt K); the K-free constructions do not."""
+    rng = np.random.default_rng(12)
+    small = random_instance(rng, 9, 2, 3)
+    large = random_instance(rng, 144, 2, 3)
+    u1 = [three_layer_u1(*inst, rng=0, verify=False).neurons for inst in (small, large)]
+    u2 = [three_layer_u2(*inst, rng=0, verify=False).neurons for inst in (small, large)]
+    tt = [tooth(*inst, rng=0, verify=False).neurons for inst in (small, large)]
+    assert u1[1] > u1[0] and u2[1] > u2[0] and tt[0] == tt[1]
+    assert u1[1] <= 4 * 12 and u2[1] <= 2 * 12 + 9
+
+
 def test_activation_gadgets():
     d = Fraction(1, 3)
     for p in [Fraction(k, 7) for k in range(-21, 22)]:
@@ -169,7 +185,7 @@ def test_trivial_instance_has_no_neurons():
     x = np.arange(5.0)[:, None]
     changed = np.array([False, True, False, False, False])
     z = np.zeros(5)
-    for name in ("tooth", "u3", "4n4"):
+    for name in ALL:
         c = BUILDERS[name][0](x, z, changed, rng=0)
         assert c.neurons == 0 and np.all(forward(c.layers, x) == 0)
 
@@ -179,10 +195,11 @@ def test_errors():
     z = np.array([0.5, 0.0, 0.0])
     ch = np.array([True, False, False])
     for build in (tooth, three_layer_u3, three_layer_4n4):
-        with pytest.raises(FTCInputError, match="x"):
-            build(np.vstack([x, x[:1]]), np.append(z, 0.0), np.append(ch, False), rng=0)
         with pytest.raises(FTCInputError, match="delta"):
             build(x, z, ch, rng=0, delta=0)
+    for build in (tooth, three_layer_u3, three_layer_4n4, three_layer_u1, three_layer_u2):
+        with pytest.raises(FTCInputError, match="x"):
+            build(np.vstack([x, x[:1]]), np.append(z, 0.0), np.append(ch, False), rng=0)
         with pytest.raises(FTCInputError, match="changed"):
             build(x, z, ch[:2], rng=0)
     with pytest.raises(FTCInputError, match="points"):
@@ -203,7 +220,7 @@ def test_weights_explode_in_float_but_exact_stays_exact():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["tooth", "u3", "4n4", "u3T"])
+@pytest.mark.parametrize("name", ["tooth", "u3", "4n4", "u3T", "u1", "u2"])
 def test_exact_fit_moderate_sizes(name):
     build, bound = BUILDERS[name]
     rng = np.random.default_rng(2024)

@@ -21,7 +21,8 @@ from ftcjax._src.constructions._exact import (Construction, Instance, check_inst
                                               finish, project_exact, to_fractions)
 from ftcjax._src.errors import FTCInputError
 
-__all__ = ["tooth", "three_layer_u3", "three_layer_4n4", "zero_network", "kept_set"]
+__all__ = ["tooth", "three_layer_u1", "three_layer_u2", "three_layer_u3", "three_layer_4n4",
+           "zero_network", "kept_set"]
 
 _ZERO = Fraction(0)
 _ONE = Fraction(1)
@@ -339,3 +340,141 @@ def three_layer_4n4(x, z, changed, *, rng, delta=1, rescale: bool = False, draws
             "nu_span": float(max(nu) / min(nu))}
     return finish("4n4", _assemble(block, S.proj.a, scale), inst, 4 * N + 4, info,
                   check_exact=verify)
+
+
+# ----------------------------------------------------------------------------- U1 and U2
+
+def _all_sample_groups(S: _Sorted):
+    """g = ceil(sqrt K) consecutive groups of q = ceil(K / g) samples with their hard-tanh regions;
+    members of each group listed in ORIENTATION order (increasing hard-tanh value)."""
+    K = S.K
+    g0 = math.isqrt(K - 1) + 1 if K > 1 else 1
+    q = -(-K // g0)
+    chunks = [list(range(k, min(k + q, K))) for k in range(0, K, q)]
+    g = len(chunks)
+    cut_list = [(S.ts[chunks[j][-1]] + S.ts[chunks[j + 1][0]]) / 2 for j in range(g - 1)]
+    AB, reg = _regions(S, cut_list)
+    signs = _signs(g)
+    alpha_val = [B.hardtanh_value(S.ts[i], *AB[reg[i]], signs[reg[i]]) for i in range(K)]
+    oriented = [ch if signs[j] == 1 else ch[::-1] for j, ch in enumerate(chunks)]
+    return oriented, q, AB, signs, alpha_val
+
+
+def _fit_unit(oriented, r, target, virtual, signs, alpha_val, margin):
+    """Layer-2 pre-activation w . alpha + w0 equal to target(j) at the r-th (orientation order)
+    sample of every group, with slope w_j * gap >= margin to every other sample of the group.
+    Groups with fewer than r + 1 samples get a virtual representative (``virtual(j, vals)`` gives
+    its hard-tanh value and target)."""
+    b, zz, rep = [], [], []
+    for j, mem in enumerate(oriented):
+        if r < len(mem):
+            b.append(alpha_val[mem[r]]); zz.append(target(j)); rep.append(mem[r])
+        else:
+            vb, vz = virtual(j, [alpha_val[i] for i in mem])
+            b.append(vb); zz.append(vz); rep.append(None)
+    mu, mu0, nu, nu0 = B.alternating_fit(b, zz, signs)
+    lam = _ZERO
+    for j, mem in enumerate(oriented):
+        gaps = [abs(alpha_val[i] - b[j]) for i in mem if i != rep[j]]
+        if gaps:
+            lam = max(lam, (margin / min(gaps) - mu[j]) / nu[j])
+    w = [mu[j] + lam * nu[j] for j in range(len(oriented))]
+    return B.obj(w), mu0 + lam * nu0, lam
+
+
+def three_layer_u1(x, z, changed, *, rng, rescale: bool = False, draws: int = 4,
+                   verify: bool = True) -> Construction:
+    """U1 = 4 sqrt(K) (Thm 5.1): a Yun-Sra-Jadbabaie style memoriser of all K samples (z = 0 off T).
+
+    Layer 1: g = ceil(sqrt K) alternating hard-tanh units over consecutive groups of q = ceil(K/g)
+    samples (2 ReLUs each). Layer 2: q "ramp" units ramp(p) = (h(p) + 1) / 2 (2 ReLUs each); unit
+    r is in its linear range exactly at the r-th sample (in orientation order) of every group, 0
+    before it and 1 after it. Output sum_r c_r ramp_r - 3/2 with c_r = 3, -3, 3, ...: at the r-th
+    sample of a group the saturated units contribute 0 (r odd) or 3 (r even) and the linear one
+    places z in [1/6, 5/6] of its range. Neurons 2g + 2q <= 4 ceil(sqrt K).
+    """
+    inst, scale, rng = _prep(x, z, changed, rng, rescale, draws)
+    N = int(inst.changed.sum())
+    K = inst.x.shape[0]
+    if N == 0 or not np.any(inst.z != 0):
+        return _zero_construction("u1", inst, {"N": N})
+    S = _Sorted(inst, scale, rng, draws)
+    oriented, q, AB, signs, alpha_val = _all_sample_groups(S)
+    c = [Fraction(3) if r % 2 == 0 else Fraction(-3) for r in range(q)]
+    b_out = Fraction(-3, 2)
+    pre, lams = [], []
+    for r in range(q):
+        before = sum(c[:r], _ZERO)
+
+        def target(j, r=r, before=before):
+            rho = (S.zs[oriented[j][r]] - b_out - before) / c[r]
+            return 2 * rho - 1
+
+        def virtual(j, vals):        # after every sample: the whole group saturates at 0
+            return (max(vals) + 1) / 2, _ZERO
+
+        w, w0, lam = _fit_unit(oriented, r, target, virtual, signs, alpha_val, Fraction(2))
+        pre.append((w, w0))
+        lams.append(lam)
+    alpha, beta, F, f0 = B.hardtanh_features(AB, signs)
+    half = Fraction(1, 2)
+    V, cc, _ = B.expand_layer2(F, f0, pre, [(_ONE, _ONE, half), (_ONE, -_ONE, -half)])
+    u = B.obj([cr * gm for cr in c for gm in (half, -half)])
+    block = B.Block(alpha, beta, V, cc, u, b_out)
+    bound = 4 * (math.isqrt(K - 1) + 1 if K > 1 else 1)
+    info = {"N": N, "groups": len(oriented), "units": q, "scale": scale, "projection": S.proj.a,
+            "min_gap": float(S.proj.min_gap), "max_lambda": float(max(lams))}
+    return finish("u1", _assemble(block, S.proj.a, scale), inst, bound, info, check_exact=verify)
+
+
+def three_layer_u2(x, z, changed, *, rng, rescale: bool = False, draws: int = 4,
+                   verify: bool = True) -> Construction:
+    """U2 = 2 sqrt(K) + 3N (Thm 5.1): U1's layer 1 plus one bump unit (3 ReLUs) per changed sample.
+
+    Layer-2 pre-activation r takes the distinct values (j + 1) / (g + 1) at the r-th sample of
+    group j and is >= 1 + 1/(g+1) away from them at every other sample (lambda large), so a bump of
+    half-width 1 / (2 (g + 1)) centred at the changed sample's value outputs z there and 0 at every
+    other sample. Neurons 2g + 3N <= 2 ceil(sqrt K) + 3N.
+    """
+    inst, scale, rng = _prep(x, z, changed, rng, rescale, draws)
+    N = int(inst.changed.sum())
+    K = inst.x.shape[0]
+    if N == 0 or not np.any(inst.z != 0):
+        return _zero_construction("u2", inst, {"N": N})
+    S = _Sorted(inst, scale, rng, draws)
+    oriented, q, AB, signs, alpha_val = _all_sample_groups(S)
+    g = len(oriented)
+    delta = Fraction(1, 2 * (g + 1))
+    alpha, beta, F, f0 = B.hardtanh_features(AB, signs)
+    rows, cs, us, lams = [], [], [], []
+    for r in range(q):
+        targets = [Fraction(j + 1, g + 1) for j in range(g)]
+        hits = [(j, oriented[j][r]) for j in range(g)
+                if r < len(oriented[j]) and S.ch[oriented[j][r]] and S.zs[oriented[j][r]] != 0]
+        if not hits:
+            continue                  # no changed sample is read by this unit: no neurons
+
+        def virtual(j, vals):         # in the largest gap, value between the real targets
+            vv = sorted([-_ONE, _ONE] + vals)
+            k = max(range(len(vv) - 1), key=lambda t: vv[t + 1] - vv[t])
+            return (vv[k] + vv[k + 1]) / 2, Fraction(2 * j + 1, 2 * (g + 1))
+
+        w, w0, lam = _fit_unit(oriented, r, lambda j: targets[j], virtual, signs, alpha_val,
+                               Fraction(2))
+        lams.append(lam)
+        P = w.dot(F)
+        p0 = w.dot(f0) + w0
+        for j, i in hits:             # bump centred at targets[j], height z_i
+            v = targets[j]
+            for shift, gm in ((-v + delta, _ONE), (-v, Fraction(-2)), (-v - delta, _ONE)):
+                rows.append(P)
+                cs.append(p0 + shift)
+                us.append(S.zs[i] / delta * gm)
+    V = np.empty((len(rows), F.shape[1]), dtype=object)
+    for i, rrow in enumerate(rows):
+        V[i] = rrow
+    block = B.Block(alpha, beta, V, B.obj(cs), B.obj(us), _ZERO)
+    bound = 2 * (math.isqrt(K - 1) + 1 if K > 1 else 1) + 3 * N
+    info = {"N": N, "groups": g, "units": q, "scale": scale, "projection": S.proj.a,
+            "min_gap": float(S.proj.min_gap), "max_lambda": float(max(lams))}
+    return finish("u2", _assemble(block, S.proj.a, scale), inst, bound, info, check_exact=verify)

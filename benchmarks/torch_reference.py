@@ -51,8 +51,8 @@ def load_layers(model: nn.Sequential, layers) -> nn.Sequential:
         raise ValueError(f"layers: expected {len(linears)} layers, got {len(layers)}")
     with torch.no_grad():
         for lin, (w, b) in zip(linears, layers):
-            w = torch.as_tensor(np.asarray(w), dtype=lin.weight.dtype)
-            b = torch.as_tensor(np.asarray(b), dtype=lin.bias.dtype).reshape(-1)
+            w = torch.as_tensor(np.array(w, copy=True), dtype=lin.weight.dtype)
+            b = torch.as_tensor(np.array(b, copy=True), dtype=lin.bias.dtype).reshape(-1)
             if tuple(w.shape) != tuple(lin.weight.shape):
                 raise ValueError(f"layers: W shape {tuple(w.shape)} != {tuple(lin.weight.shape)}")
             lin.weight.copy_(w)
@@ -71,7 +71,7 @@ def lr_at(step: int, *, learning_rate: float, steps: int, schedule: str) -> floa
 
 
 def _as_tensor(a, dtype) -> torch.Tensor:
-    return torch.as_tensor(np.ascontiguousarray(np.asarray(a)), dtype=dtype)
+    return torch.as_tensor(np.array(a, copy=True), dtype=dtype)  # own, writable memory
 
 
 def train_eager(x, z, *, sizes: Sequence[int], steps: int, learning_rate: float,

@@ -1,0 +1,694 @@
+#!/usr/bin/env python
+"""ftcjax benchmark suite: one command, one table of ratios, results saved as JSON.
+
+    .venv/bin/python benchmarks/run.py            # full run (~5-10 min on 2 cores)
+    .venv/bin/python benchmarks/run.py --quick    # tiny sizes, seconds: a smoke run
+
+Everything is measured side by side in this one process: ftcjax's batched kernel over several B, the
+same kernel on one instance in a Python loop, a minimal fast JAX kernel (the yardstick of what the
+formulation allows), PyTorch eager one instance at a time and PyTorch ``torch.func`` ensembling, all
+training the same networks on the same data with full-batch Adam for the same number of steps. See
+benchmarks/README.md for the definitions of every column and the targets.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def _configure_devices(argv) -> None:
+    """Expose the cores as XLA host devices before jax initialises (design: the largest CPU win)."""
+    n = None
+    for i, a in enumerate(argv):
+        if a == "--devices" and i + 1 < len(argv):
+            n = int(argv[i + 1])
+        elif a.startswith("--devices="):
+            n = int(a.split("=", 1)[1])
+    n = n or os.cpu_count() or 1
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags and "jax" not in sys.modules:
+        os.environ["XLA_FLAGS"] = (flags + f" --xla_force_host_platform_device_count={n}").strip()
+
+
+if __name__ == "__main__":
+    _configure_devices(sys.argv[1:])
+    if str(_REPO) not in sys.path:
+        sys.path.insert(0, str(_REPO))
+
+import numpy as np  # noqa: E402
+
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import fmt_rate, mlp_sizes, time_fn, train_flops  # noqa: E402
+
+# ----------------------------------------------------------------------------------------------------
+# Configurations
+# ----------------------------------------------------------------------------------------------------
+
+FULL = {
+    "mode": "full",
+    "steps": 1000,
+    "learning_rate": 1e-2,
+    "schedule": "cosine",
+    "W1": {"depth": 3, "m": 24, "K": 1000, "d": 10, "N": 50,
+           "B": [1, 4, 16, 64, 256, 1024], "loop": 8, "eager": 3, "func_B": [1, 16, 128],
+           "proto_B": [16, 64, 256]},
+    "W2": {"depth": 2, "m": 16, "K": 64, "d": 2, "N": 5,
+           "B": [1, 16, 64, 256, 1024], "loop": 32, "eager": 3, "func_B": [1, 16, 128, 1024],
+           "proto_B": [64, 256, 1024]},
+    "scale": {"B": 64, "K": [250, 500, 1000, 2000], "m": [12, 24, 48]},
+    "W3": {"B": 16, "N": 20, "widths": [4, 8, 12, 16, 20, 24, 28, 32], "restarts": 2, "steps": 1000,
+           "tol": 5e-2},
+    "min_time": 1.5,
+}
+
+QUICK = {
+    "mode": "quick",
+    "steps": 20,
+    "learning_rate": 1e-2,
+    "schedule": "cosine",
+    "W1": {"depth": 3, "m": 24, "K": 200, "d": 10, "N": 20,
+           "B": [1, 8], "loop": 2, "eager": 1, "func_B": [1, 8], "proto_B": [8]},
+    "W2": {"depth": 2, "m": 16, "K": 64, "d": 2, "N": 5,
+           "B": [1, 8], "loop": 2, "eager": 1, "func_B": [8], "proto_B": [8]},
+    "scale": {"B": 8, "K": [100, 200], "m": [12, 24]},
+    "W3": {"B": 4, "N": 4, "widths": [4, 8, 12, 16], "restarts": 1, "steps": 40, "tol": 5e-2},
+    "min_time": 0.0,
+}
+
+TARGETS = {
+    "W1_ms_per_training": 25.0,
+    "W1_ms_per_training_stretch": 15.0,
+    "W1_vs_eager": 25.0,
+    "W1_vs_torch_func": 4.0,
+    "W1_peak_fraction": 0.25,
+    "W2_vs_eager": 300.0,
+    "W2_vs_torch_func": 6.0,
+    "memory_vs_model": 2.0,
+    "search_vs_kernel": 1.5,
+}
+
+# A criterion no float32 run can meet, so no run stops early and every implementation does exactly
+# `steps` updates (ftcjax freezes a run at its first success; the references never stop).
+NEVER_TOL = 1e-12
+
+# ----------------------------------------------------------------------------------------------------
+# Data and the ftcjax adapter
+# ----------------------------------------------------------------------------------------------------
+
+
+def _ftcjax():
+    """The ftcjax module if its kernel is importable, else None (the table says so)."""
+    try:
+        import ftcjax
+
+        for name in ("fit_batch", "Protocol", "make_problems"):
+            getattr(ftcjax, name)
+        return ftcjax
+    except (ImportError, AttributeError):
+        return None
+
+
+def make_data(key_seed: int, *, num: int, K: int, d: int, N: int):
+    """``num`` float32 problems; returns ``(problems or None, x (num, K, d), z (num, K))`` numpy.
+
+    Drawn with ftcjax.make_problems when available (gaussian x, uniform labels), else numpy with the
+    same distributions, so every implementation trains on the very same arrays.
+    """
+    ftc = _ftcjax()
+    if ftc is not None:
+        import jax
+
+        probs = ftc.make_problems(jax.random.key(key_seed), num=num, K=K, d=d, N=N, dtype="float32")
+        return probs, np.asarray(probs.x), np.asarray(probs.z)
+    rng = np.random.default_rng(key_seed)
+    x = rng.standard_normal((num, K, d)).astype(np.float32)
+    z = np.zeros((num, K), np.float32)
+    for i in range(num):
+        idx = rng.permutation(K)[:N]
+        z[i, idx] = rng.uniform(-1, 1, N)
+    return None, x, z
+
+
+def ftc_protocol(ftc, cfg, wl, *, steps=None, **over):
+    kw = dict(depth=wl["depth"], learning_rate=cfg["learning_rate"], schedule=cfg["schedule"],
+              steps=steps or cfg["steps"], restarts=1, criterion="strict", tol=NEVER_TOL,
+              dtype="float32")
+    kw.update(over)
+    return ftc.Protocol(**kw)
+
+
+def ftc_fit(ftc, probs, widths, protocol, seed=0, bucket=None):
+    """One blocking call of ftcjax.fit_batch; returns the FitResult with numpy leaves."""
+    import jax
+
+    B = probs.x.shape[0]
+    keys = jax.random.split(jax.random.key(seed), B)
+    res = ftc.fit_batch(probs, np.asarray(widths, np.int32), keys=keys, protocol=protocol, bucket=bucket)
+    return jax.tree.map(np.asarray, jax.device_get(res))
+
+
+def _take(probs, n):
+    import jax
+
+    return jax.tree.map(lambda a: a[:n], probs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Rows
+# ----------------------------------------------------------------------------------------------------
+
+
+def _row(workload, impl, B, n, timing, *, sizes, K, steps, peak, extra=None):
+    sec = timing.best
+    per = sec / n
+    flops = train_flops(sizes, K, steps) * n / sec
+    row = {"workload": workload, "impl": impl, "B": B, "trainings": n,
+           "seconds_best": sec, "seconds_median": timing.median, "reps": len(timing.times),
+           "warmup_s": timing.warmup_s, "trainings_per_s": n / sec, "ms_per_training": per * 1e3,
+           "flops_per_s": flops, "peak_fraction": flops / peak}
+    row.update(extra or {})
+    return row
+
+
+def ftc_memory_analysis(ftc, probs, widths, protocol) -> dict:
+    """XLA's compiled memory analysis of ftcjax's per-segment kernel (bytes, summed over devices).
+
+    Reaches into ftcjax._src.fit (benchmark-only use of private names): the segment kernel is what
+    runs for the whole training, so its arguments (state + lanes), outputs and temporaries bound the
+    memory of a call. Returns ``{"xla_error": ...}`` if the internals changed.
+    """
+    try:
+        import jax
+        import jax.numpy as jnp
+        from ftcjax._src import fit as F
+
+        B = probs.x.shape[0]
+        keys = jax.random.split(jax.random.key(0), B)
+        mesh = F._mesh(None)
+        n_dev = mesh.devices.size
+        cfg = F.static_config(protocol, bucket=int(np.max(widths)), in_dim=probs.x.shape[2],
+                              num_samples=probs.x.shape[1])
+        per = n_dev * cfg.chunk
+        Bp = -(-B // per) * per
+        lanes = F._build_lanes(probs, np.asarray(widths), keys, protocol, Bp)
+        lanes = jax.device_put(lanes, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(F._AXIS)))
+        state = F._init_kernel(cfg, mesh, lanes)
+        ma = F._segment_kernel.lower(cfg, mesh, state, lanes, jnp.int32(0)).compile().memory_analysis()
+        # SPMD: the analysis is per device; every device runs the same partition.
+        out = {k: n_dev * int(getattr(ma, k)) for k in
+               ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
+                "temp_size_in_bytes")}
+        out["xla_total_bytes"] = (out["argument_size_in_bytes"] + out["output_size_in_bytes"]
+                                  - out["alias_size_in_bytes"] + out["temp_size_in_bytes"])
+        return out
+    except Exception as e:  # noqa: BLE001 - a report, not a failure
+        return {"xla_error": f"{type(e).__name__}: {e}"}
+
+
+def bench_ftcjax_batched(ftc, cfg, wl, name, sizes, peak, *, mem_model):
+    """ftcjax.fit_batch at every B of the workload; also RSS peak per B and compile seconds."""
+    rows = []
+    probs_all, _, _ = make_data(1, num=max(wl["B"]), K=wl["K"], d=wl["d"], N=wl["N"])
+    proto = ftc_protocol(ftc, cfg, wl)
+    warm_proto = ftc_protocol(ftc, cfg, wl, steps=min(cfg["steps"], proto.segment))
+    for B in wl["B"]:
+        probs = _take(probs_all, B)
+        widths = np.full((B,), wl["m"], np.int32)
+        with harness.CompileCounter() as cc:
+            t0 = time.perf_counter()
+            ftc_fit(ftc, probs, widths, warm_proto)  # compiles; a short budget keeps warm-up cheap
+            first = time.perf_counter() - t0
+        out = {}
+
+        def call():
+            out["res"] = ftc_fit(ftc, probs, widths, proto)
+
+        mem = harness.rss_peak_delta(call)
+        xla_mem = ftc_memory_analysis(ftc, probs, widths, proto)
+        big = B * cfg["steps"] * wl["K"] >= 64 * 1000 * 1000
+        t = time_fn(call, warmup=0, reps=1 if big else 2, min_time=0 if big else cfg["min_time"])
+        res = out["res"]
+        steps_done = np.asarray(res.steps).reshape(-1)
+        rows.append(_row(name, "ftcjax fit_batch", B, B, t, sizes=sizes, K=wl["K"], steps=cfg["steps"],
+                         peak=peak, extra={
+                             "first_call_s": first, "compiles": cc.count, "compile_s": cc.seconds,
+                             "rss_delta_bytes": mem["rss_delta_bytes"],
+                             "model_bytes": mem_model(B), **xla_mem,
+                             "steps_min": int(steps_done.min()), "steps_max": int(steps_done.max()),
+                             "final_mse_mean": float(np.mean(res.mse))}))
+    return rows
+
+
+def bench_ftcjax_loop(ftc, cfg, wl, name, sizes, peak):
+    n = wl["loop"]
+    probs_all, _, _ = make_data(2, num=n, K=wl["K"], d=wl["d"], N=wl["N"])
+    import jax
+
+    singles = [jax.tree.map(lambda a, i=i: a[i:i + 1], probs_all) for i in range(n)]
+    proto = ftc_protocol(ftc, cfg, wl)
+    w = np.full((1,), wl["m"], np.int32)
+    ftc_fit(ftc, singles[0], w, ftc_protocol(ftc, cfg, wl, steps=min(cfg["steps"], proto.segment)))
+
+    def call():
+        for i, p in enumerate(singles):
+            ftc_fit(ftc, p, w, proto, seed=i)
+
+    t = time_fn(call, warmup=0, reps=1)
+    return [_row(name, "ftcjax fit_batch, B=1 in a Python loop", 1, n, t, sizes=sizes, K=wl["K"],
+                 steps=cfg["steps"], peak=peak)]
+
+
+def bench_prototype(cfg, wl, name, sizes, peak):
+    import jax
+
+    from benchmarks import jax_prototype as proto
+
+    tr = proto.make_trainer(steps=cfg["steps"], learning_rate=cfg["learning_rate"],
+                            schedule=cfg["schedule"])
+    unit = 4 * tr.num_devices
+    rows = []
+    _, x, z = make_data(3, num=max(wl["proto_B"]), K=wl["K"], d=wl["d"], N=wl["N"])
+    for B in wl["proto_B"]:
+        Bp = -(-B // unit) * unit
+        xt = np.ascontiguousarray(np.swapaxes(np.resize(x, (Bp,) + x.shape[1:]), 1, 2))
+        zz = np.resize(z, (Bp,) + z.shape[1:])
+        params = proto.init_params(jax.random.key(0), sizes, Bp)
+        t = time_fn(lambda: tr(params, xt, zz), warmup=1, reps=1 if B >= 256 else 2,
+                    min_time=cfg["min_time"])
+        rows.append(_row(name, "JAX yardstick (no masks/criteria)", B, B, t, sizes=sizes, K=wl["K"],
+                         steps=cfg["steps"], peak=peak, extra={"padded_B": Bp}))
+    return rows
+
+
+def _torch_threads(n):
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    return old
+
+
+def bench_torch(cfg, wl, name, sizes, peak):
+    """PyTorch eager (one instance at a time) and torch.func ensembling at every func_B.
+
+    Both run with PyTorch's default thread count (what users get) and eager also with one thread:
+    on tiny ops a second OpenMP thread buys nothing and, on a busy machine, costs a lot. The targets
+    compare against the faster setting, so the ratios never flatter ftcjax.
+    """
+    import torch
+
+    from benchmarks import torch_reference as tref
+
+    rows = []
+    n_data = max(max(wl["func_B"]), wl["eager"])
+    _, x, z = make_data(4, num=n_data, K=wl["K"], d=wl["d"], N=wl["N"])
+    kw = dict(sizes=sizes, steps=cfg["steps"], learning_rate=cfg["learning_rate"],
+              schedule=cfg["schedule"])
+    default_threads = torch.get_num_threads()
+    thread_settings = sorted({default_threads, 1}, reverse=True)
+    losses = []
+
+    def eager():
+        losses.clear()
+        for i in range(wl["eager"]):
+            losses.append(tref.train_eager(x[i], z[i], **kw, seed=i))
+
+    for nt in thread_settings:
+        old = _torch_threads(nt)
+        try:
+            tref.train_eager(x[0], z[0], **{**kw, "steps": 3})  # warm torch up (allocator, kernels)
+            t = time_fn(eager, warmup=0, reps=1)
+        finally:
+            _torch_threads(old)
+        rows.append(_row(name, f"PyTorch eager, one at a time ({nt} thr)", 1, wl["eager"], t,
+                         sizes=sizes, K=wl["K"], steps=cfg["steps"], peak=peak,
+                         extra={"final_mse_mean": float(np.mean(losses)), "torch_threads": nt}))
+    func_runs = [(B, default_threads) for B in wl["func_B"]]
+    if default_threads != 1:
+        func_runs.append((max(wl["func_B"]), 1))
+    for B, nt in func_runs:
+        old = _torch_threads(nt)
+        try:
+            tref.train_ensemble(x[:B], z[:B], **{**kw, "steps": 2})
+            out = {}
+            t = time_fn(lambda: out.__setitem__("l", tref.train_ensemble(x[:B], z[:B], **kw, seed=0)),
+                        warmup=0, reps=1)
+        finally:
+            _torch_threads(old)
+        rows.append(_row(name, f"PyTorch torch.func vmap ensemble ({nt} thr)", B, B, t, sizes=sizes,
+                         K=wl["K"], steps=cfg["steps"], peak=peak,
+                         extra={"final_mse_mean": float(np.mean(out["l"])), "torch_threads": nt}))
+    return rows
+
+
+def param_count(sizes) -> int:
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def model_bytes_fn(sizes, K, d, itemsize=4):
+    """Bytes the training state of B instances needs at least (the memory target's yardstick).
+
+    Per instance: parameters, gradient and Adam's two moments (4P), the data x, z and the changed
+    mask ((d + 2) K), and the pre- and post-activations of every layer (2 (m + 1) K).
+    """
+    P = param_count(sizes)
+    m_plus_1 = sum(sizes[1:])
+    per = 4 * P + (d + 2) * K + 2 * m_plus_1 * K
+    return lambda B: int(B * per * itemsize)
+
+
+def bench_scaling(ftc, cfg, name, wl, peak):
+    """ftcjax time against K and against m at a fixed B (one compile per shape)."""
+    rows = []
+    sc = cfg["scale"]
+    B = sc["B"]
+    for axis, values in (("K", sc["K"]), ("m", sc["m"])):
+        for v in values:
+            w = dict(wl, **{axis: v})
+            sizes = mlp_sizes(w["depth"], w["m"], w["d"])
+            probs, _, _ = make_data(5, num=B, K=w["K"], d=w["d"], N=min(w["N"], w["K"]))
+            widths = np.full((B,), w["m"], np.int32)
+            proto = ftc_protocol(ftc, cfg, w)
+            ftc_fit(ftc, probs, widths, ftc_protocol(ftc, cfg, w, steps=min(cfg["steps"], proto.segment)))
+            t = time_fn(lambda: ftc_fit(ftc, probs, widths, proto), warmup=0, reps=1)
+            rows.append(_row(name, f"ftcjax scaling {axis}", B, B, t, sizes=sizes, K=w["K"],
+                             steps=cfg["steps"], peak=peak, extra={"K": w["K"], "m": w["m"],
+                                                                    "axis": axis}))
+    return rows
+
+
+def bench_recompile(ftc, cfg, wl):
+    """Compile time of a first cell, and compiles triggered by a second cell's new widths / N / lr.
+
+    A sweep fixes the width bucket from its spec, so the kernel calls pass ``bucket`` explicitly; the
+    last case shows what happens when the bucket follows ``max(widths)`` (fit_batch's default).
+    """
+    B = min(8, max(wl["B"]))
+    steps = min(cfg["steps"], 50)
+    bucket = wl["m"] + 8
+    probs, _, _ = make_data(6, num=B, K=wl["K"], d=wl["d"], N=wl["N"])
+    probs2, _, _ = make_data(7, num=B, K=wl["K"], d=wl["d"], N=max(1, wl["N"] // 2))
+    base = ftc_protocol(ftc, cfg, wl, steps=steps)
+    widths = np.full((B,), wl["m"], np.int32)
+    other = np.full((B,), max(4, wl["m"] - 4), np.int32)
+    cases = [
+        ("first cell (compile)", probs, widths, base, bucket),
+        ("same cell again", probs, widths, base, bucket),
+        ("new widths, same bucket", probs, other, base, bucket),
+        ("new N", probs2, widths, base, bucket),
+        ("new learning rate", probs, widths, base.replace(learning_rate=cfg["learning_rate"] / 3), bucket),
+    ]
+    if cfg.get("recompile_default_bucket", True):
+        cases.append(("new widths, default bucket=max(widths)", probs, other, base, None))
+    out = {}
+    for label, p, w, pr, bk in cases:
+        with harness.CompileCounter() as cc:
+            t0 = time.perf_counter()
+            ftc_fit(ftc, p, w, pr, bucket=bk)
+            dt = time.perf_counter() - t0
+        out[label] = {"seconds": dt, "compiles": cc.count, "compile_s": cc.seconds,
+                      "longest_compile_s": max(cc.durations, default=0.0)}
+    first = out["first cell (compile)"]["longest_compile_s"]
+    for label, v in out.items():
+        if label != "first cell (compile)":
+            # Small host-side helper ops may compile once for a new shape; the kernel recompiling
+            # shows as a compile comparable to the first cell's longest one.
+            v["recompiled_kernel"] = v["longest_compile_s"] > 0.25 * max(first, 1e-9)
+    return out
+
+
+def bench_search(ftc, cfg, wl3, base_wl, peak):
+    """min_width_batch (bisect) against an exhaustive grid over the same widths: trainings and answers."""
+    import jax
+
+    if not hasattr(ftc, "min_width_batch"):
+        return {"skipped": "ftcjax.min_width_batch not available"}
+    probs, _, _ = make_data(8, num=wl3["B"], K=base_wl["K"], d=base_wl["d"], N=wl3["N"])
+    proto = ftc.Protocol(depth=base_wl["depth"], learning_rate=cfg["learning_rate"],
+                         schedule=cfg["schedule"], steps=wl3["steps"], restarts=wl3["restarts"],
+                         criterion="strict", tol=wl3["tol"], dtype="float32")
+    keys = jax.random.split(jax.random.key(9), wl3["B"])
+    out = {"B": wl3["B"], "N": wl3["N"], "widths": wl3["widths"], "protocol": proto.to_dict()}
+    answers = {}
+    for strategy in ("bisect", "grid"):
+        # Warm-up on the same shapes so compile time does not count as search cost.
+        ftc.min_width_batch(_take(probs, wl3["B"]), keys=keys, protocol=proto.replace(steps=proto.segment
+                            if proto.segment < proto.steps else proto.steps),
+                            widths=wl3["widths"], strategy=strategy)
+        res = {}
+        t = time_fn(lambda: res.__setitem__("r", ftc.min_width_batch(
+            probs, keys=keys, protocol=proto, widths=wl3["widths"], strategy=strategy)), warmup=0, reps=1)
+        recs = [r.to_dict() for r in res["r"]]
+        trainings = sum(r["trainings"] for r in recs)
+        opt_steps = sum(sum(sum(p["steps"]) for p in r["probes"]) for r in recs)
+        answers[strategy] = [r["min_width"] for r in recs]
+        out[strategy] = {"seconds": t.best, "trainings": trainings,
+                         "trainings_per_instance": trainings / wl3["B"],
+                         "trainings_per_s": trainings / t.best, "optimizer_steps": opt_steps,
+                         "steps_per_s": opt_steps / t.best, "min_widths": answers[strategy],
+                         "censored": sum(bool(r["censored"]) for r in recs),
+                         "non_monotone": sum(bool(r["non_monotone"]) for r in recs)}
+    out["same_answers"] = answers["bisect"] == answers["grid"]
+    out["agreeing_instances"] = int(sum(a == b for a, b in zip(answers["bisect"], answers["grid"])))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Printing
+# ----------------------------------------------------------------------------------------------------
+
+
+def print_table(title, headers, rows):
+    cols = [[str(h)] + [str(r[i]) for r in rows] for i, h in enumerate(headers)]
+    widths = [max(len(c) for c in col) for col in cols]
+    print(f"\n== {title}")
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in
+                        enumerate(zip(r, widths))))
+
+
+def _best(rows, impl_prefix):
+    cand = [r for r in rows if r["impl"].startswith(impl_prefix)]
+    return max(cand, key=lambda r: r["trainings_per_s"]) if cand else None
+
+
+def print_workload(name, rows, spec):
+    ref = _best(rows, "ftcjax fit_batch") or _best(rows, "JAX yardstick")
+    table = []
+    for r in rows:
+        ratio = ref["trainings_per_s"] / r["trainings_per_s"] if ref else float("nan")
+        table.append([r["impl"], r["B"], r["trainings"], f"{r['ms_per_training']:.3f}",
+                      fmt_rate(r["trainings_per_s"]), f"{ratio:.2f}x",
+                      f"{100 * r['peak_fraction']:.1f}%"])
+    refname = f"{ref['impl']} B={ref['B']}" if ref else "-"
+    print_table(f"{name}: {spec}; ratio = best ftcjax throughput / row throughput ({refname})",
+                ["implementation", "B", "n", "ms/training", "trainings/s", "ftcjax is", "of peak"],
+                table)
+
+
+def summarize_targets(results) -> list[dict]:
+    out = []
+
+    def add(name, value, target, ok, unit=""):
+        out.append({"target": name, "value": value, "goal": target, "met": ok, "unit": unit})
+
+    for wl in ("W1", "W2"):
+        rows = results.get(wl, [])
+        ftc = _best(rows, "ftcjax fit_batch")
+        eager = _best(rows, "PyTorch eager")
+        func = _best(rows, "PyTorch torch.func")
+        if ftc is None:
+            continue
+        if wl == "W1":
+            add("W1 ms per instance-training (best B)", ftc["ms_per_training"],
+                f"<= {TARGETS['W1_ms_per_training']}", ftc["ms_per_training"] <= TARGETS["W1_ms_per_training"], "ms")
+            add("W1 stretch", ftc["ms_per_training"], f"<= {TARGETS['W1_ms_per_training_stretch']}",
+                ftc["ms_per_training"] <= TARGETS["W1_ms_per_training_stretch"], "ms")
+            add("W1 fraction of matmul peak", ftc["peak_fraction"], f">= {TARGETS['W1_peak_fraction']}",
+                ftc["peak_fraction"] >= TARGETS["W1_peak_fraction"])
+        for ref, key in ((eager, "vs_eager"), (func, "vs_torch_func")):
+            if ref is None:
+                continue
+            ratio = ftc["trainings_per_s"] / ref["trainings_per_s"]
+            goal = TARGETS[f"{wl}_{key}"]
+            add(f"{wl} speed-up {key.replace('vs_', 'over ')}", ratio, f">= {goal}", ratio >= goal, "x")
+    mem = [r for r in results.get("W1", []) if r["impl"] == "ftcjax fit_batch" and r["B"] >= 16]
+    if mem:
+        key = "xla_total_bytes" if all("xla_total_bytes" in r for r in mem) else "rss_delta_bytes"
+        worst = max((r[key] or 0) / r["model_bytes"] for r in mem)
+        add(f"memory / model bytes (W1, B >= 16, {key.split('_')[0].upper()})", worst,
+            f"<= {TARGETS['memory_vs_model']}", worst <= TARGETS["memory_vs_model"])
+    s = results.get("W3", {})
+    if "bisect" in s and s.get("kernel_steps_per_s"):
+        ratio = s["kernel_steps_per_s"] / s["bisect"]["steps_per_s"]
+        add("search slowdown vs kernel (optimizer steps/s)", ratio,
+            f"<= {TARGETS['search_vs_kernel']}", ratio <= TARGETS["search_vs_kernel"], "x")
+    rc = results.get("recompile", {})
+    if rc:
+        bad = [k for k, v in rc.items() if v.get("recompiled_kernel") and "default bucket" not in k]
+        add("no recompile for new widths / N / learning rate", ", ".join(bad) or "none recompiled",
+            "none", not bad)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (seconds)")
+    ap.add_argument("--out", type=Path, default=None, help="JSON output path")
+    ap.add_argument("--devices", type=int, default=None,
+                    help="XLA host devices (default: CPU count; only effective before jax starts)")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+    ap.add_argument("--only", default=None,
+                    help="comma list of sections: peak,W1,W2,scale,W3,recompile (default all)")
+    args = ap.parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+    sections = set((args.only or "peak,W1,W2,scale,W3,recompile").split(","))
+
+    import jax
+
+    results: dict = {"config": cfg, "targets": TARGETS, "environment": harness.environment()}
+    env = results["environment"]
+    print(f"ftcjax benchmark ({cfg['mode']}): {env['cpu']}, {env['cpu_count']} cores, jax {env['jax']} "
+          f"on {len(jax.devices())} {env['jax_backend']} device(s), XLA_FLAGS='{env['XLA_FLAGS']}'")
+    ftc = _ftcjax()
+    if ftc is None:
+        print("NOTE: ftcjax.fit_batch is not importable: ftcjax rows are skipped.")
+    try:
+        import torch  # noqa: F401
+
+        have_torch = not args.no_torch
+        print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
+    except ImportError:
+        have_torch = False
+        print("NOTE: PyTorch is not installed, so the PyTorch rows are skipped "
+              "(install the CPU build: .venv/bin/pip install torch==2.13.0).")
+    results["torch_available"] = have_torch
+
+    t_start = time.perf_counter()
+    peak = harness.matmul_peak(n=1024 if args.quick else 2048)
+    results["matmul_peak"] = peak
+    print(f"matmul peak float32 (n={peak['n']}): {fmt_rate(peak['peak_flops'])}FLOP/s  " +
+          ", ".join(f"{k} {fmt_rate(v)}" for k, v in peak["by_backend"].items()))
+    P = peak["peak_flops"]
+
+    for name in ("W1", "W2"):
+        if name not in sections:
+            continue
+        wl = cfg[name]
+        sizes = mlp_sizes(wl["depth"], wl["m"], wl["d"])
+        spec = (f"{wl['depth']}-layer {'->'.join(map(str, sizes))}, K={wl['K']}, N={wl['N']}, "
+                f"{cfg['steps']} Adam steps, {cfg['schedule']} lr {cfg['learning_rate']}, float32")
+        rows = []
+        if ftc is not None:
+            rows += bench_ftcjax_batched(ftc, cfg, wl, name, sizes, P,
+                                         mem_model=model_bytes_fn(sizes, wl["K"], wl["d"]))
+            rows += bench_ftcjax_loop(ftc, cfg, wl, name, sizes, P)
+        rows += bench_prototype(cfg, wl, name, sizes, P)
+        if have_torch:
+            rows += bench_torch(cfg, wl, name, sizes, P)
+        results[name] = rows
+        print_workload(name, rows, spec)
+        mem = [r for r in rows if r["impl"] == "ftcjax fit_batch"]
+        if mem:
+            print_table(f"{name}: ftcjax memory and compile per B (RSS delta of one call; model = "
+                        "4 x params + data + activations of B instances)",
+                        ["B", "XLA MB", "RSS delta MB", "model MB", "XLA/model", "first call s", "compiles",
+                         "compile s", "steps run"],
+                        [[r["B"], f"{r.get('xla_total_bytes', float('nan')) / 1e6:.2f}",
+                          f"{(r['rss_delta_bytes'] or 0) / 1e6:.1f}", f"{r['model_bytes'] / 1e6:.2f}",
+                          f"{r.get('xla_total_bytes', float('nan')) / r['model_bytes']:.2f}",
+                          f"{r['first_call_s']:.2f}",
+                          r["compiles"], f"{r['compile_s']:.2f}", f"{r['steps_min']}-{r['steps_max']}"]
+                         for r in mem])
+
+    if ftc is not None and "scale" in sections:
+        wl = cfg["W1"]
+        rows = bench_scaling(ftc, cfg, "W1", wl, P)
+        results["scaling"] = rows
+        print_table(f"W1 scaling at B={cfg['scale']['B']} (time per training should grow ~linearly in K "
+                    "and m)", ["axis", "K", "m", "ms/training", "of peak"],
+                    [[r["axis"], r["K"], r["m"], f"{r['ms_per_training']:.2f}",
+                      f"{100 * r['peak_fraction']:.1f}%"] for r in rows])
+
+    if ftc is not None and "W3" in sections:
+        wl3 = cfg["W3"]
+        s = bench_search(ftc, cfg, wl3, cfg["W1"], P)
+        # Kernel throughput at the same sizes (optimizer steps per second, the fair unit when runs
+        # stop early): the best W1 ftcjax row if its K matches, in steps.
+        k = _best([r for r in results.get("W1", []) if r["B"] >= 16], "ftcjax fit_batch")
+        if k is not None:
+            s["kernel_steps_per_s"] = k["trainings_per_s"] * cfg["steps"]
+        results["W3"] = s
+        if "bisect" in s:
+            print_table(f"W3 min-width search on {wl3['B']} W1-like instances (N={wl3['N']}, widths "
+                        f"{wl3['widths'][0]}..{wl3['widths'][-1]}, {wl3['restarts']} restarts, "
+                        f"{wl3['steps']} steps, strict tol {wl3['tol']})",
+                        ["strategy", "trainings/instance", "seconds", "trainings/s", "opt steps/s",
+                         "censored"],
+                        [[st, f"{s[st]['trainings_per_instance']:.1f}", f"{s[st]['seconds']:.2f}",
+                          fmt_rate(s[st]["trainings_per_s"]), fmt_rate(s[st]["steps_per_s"]),
+                          s[st]["censored"]] for st in ("bisect", "grid")])
+            print(f"same answers: {s['same_answers']} ({s['agreeing_instances']}/{wl3['B']}); "
+                  f"bisect min widths {s['bisect']['min_widths']}")
+            if s.get("kernel_steps_per_s"):
+                print(f"kernel alone: {fmt_rate(s['kernel_steps_per_s'])} opt steps/s -> search is "
+                      f"{s['kernel_steps_per_s'] / s['bisect']['steps_per_s']:.2f}x slower per step")
+        else:
+            print(f"\nW3: {s.get('skipped')}")
+
+    if ftc is not None and "recompile" in sections:
+        rc = bench_recompile(ftc, cfg, cfg["W1"])
+        results["recompile"] = rc
+        print_table("Compilation: a second sweep cell must not recompile",
+                    ["call", "seconds", "compiles", "compile s", "kernel recompiled"],
+                    [[k, f"{v['seconds']:.2f}", v["compiles"], f"{v['compile_s']:.2f}",
+                      v.get("recompiled_kernel", "-")] for k, v in rc.items()])
+
+    targets = summarize_targets(results)
+    results["target_summary"] = targets
+    if targets:
+        print_table("Targets (reported, not asserted)", ["target", "value", "goal", "met"],
+                    [[t["target"], f"{t['value']:.3g}{t['unit']}" if isinstance(t["value"], float)
+                      else t["value"], t["goal"], "yes" if t["met"] else "NO"] for t in targets])
+    results["total_seconds"] = time.perf_counter() - t_start
+    results["environment"]["loadavg_end"] = os.getloadavg()
+    out = args.out
+    if out is None:
+        stamp = time.strftime("%Y%m%dT%H%M", time.gmtime())
+        out = _REPO / "benchmarks" / "results" / (f"quick.json" if args.quick else f"cpu-{stamp}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, default=_json_default))
+    print(f"\nwrote {out} ({results['total_seconds']:.0f} s)")
+    return results
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    return str(o)
+
+
+if __name__ == "__main__":
+    main()

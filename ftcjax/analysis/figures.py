@@ -331,8 +331,30 @@ def _group_line(ax, recs, label_prefix, color, *, over="N", fit=True):
         # censored instances need more than the ceiling: mark the ceiling with an up-triangle
         cx = xs[cens]
         cy = arr.ceiling[cens]
-        ax.plot(cx, cy, "^", color=color, mfc="none", ms=6, ls="none")
+        ax.plot(cx, cy, "^", color=color, mfc="none", ms=7, ls="none",
+                label=f"  censored: needs > {int(np.nanmin(cy))} ({int(cens.sum())} instances)")
     return xv
+
+
+_CONSTRUCTION_NAMES = {"thm44": ("Thm 4.4", "s"), "slab": ("slab", "D"), "tooth": ("tooth", "s")}
+
+
+def _construction_markers(ax, recs, constructions, cell, color, drawn: set) -> None:
+    """Median (over the group's instances, per N) neuron count of each construction built on them."""
+    per: dict = {}
+    for r in recs:
+        for name, n in (constructions.get(r["instance_id"]) or {}).items():
+            if n is not None:
+                per.setdefault(name, {}).setdefault(int(r["cell"]["N"]), []).append(n)
+    for name, cn in per.items():
+        title, marker = _CONSTRUCTION_NAMES.get(name, (name, "s"))
+        lab = f"{title} construction on these instances (median), K={cell.get('K')} d={cell.get('d')}"
+        if lab in drawn:  # paired instances (other criteria) give the same counts: draw once
+            continue
+        drawn.add(lab)
+        xs = sorted(cn)
+        ax.plot(xs, [float(np.median(cn[x])) for x in xs], marker, mfc="none", ms=6, ls="none",
+                color=color, label=lab)
 
 
 def fig_width_vs_N(records: Sequence[dict], *, constructions: Optional[dict] = None) -> Optional[Figure]:
@@ -347,7 +369,7 @@ def fig_width_vs_N(records: Sequence[dict], *, constructions: Optional[dict] = N
     depths = sorted({int(dict(k).get("depth", 0)) for k in groups} & {2, 3})
     if not depths:
         return None
-    fig = Figure(figsize=(6.2 * len(depths), 5.2), layout="constrained")
+    fig = Figure(figsize=(6.4 * len(depths), 8.0), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(depths)))
     colors = ["tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
     used = []
@@ -360,19 +382,8 @@ def fig_width_vs_N(records: Sequence[dict], *, constructions: Optional[dict] = N
             allN += list(_group_line(ax, v, "trained " + _rec.group_label(k, skip=("depth",), show=show),
                                      colors[i % len(colors)]))
             used += v
-            if constructions and depth == 2:
-                cn = {}
-                for r in v:
-                    c = constructions.get(r["instance_id"])
-                    if c and "thm44" in c:
-                        cn.setdefault(int(r["cell"]["N"]), []).append(c["thm44"])
-                lab = (f"Thm 4.4 construction on these instances (median), "
-                       f"K={dict(k).get('K')} d={dict(k).get('d')}")
-                if cn and lab not in drawn:  # paired instances (other criteria) give the same counts
-                    drawn.add(lab)
-                    xs = sorted(cn)
-                    ax.plot(xs, [float(np.median(cn[x])) for x in xs], "s", mfc="none", ms=6,
-                            color=colors[i % len(colors)], label=lab)
+            if constructions:
+                _construction_markers(ax, v, constructions, dict(k), colors[i % len(colors)], drawn)
         kd = dict(gs[0][0])
         Ns = np.unique(np.asarray(allN, dtype=float))
         nn = np.unique(np.round(np.geomspace(Ns.min(), Ns.max(), 40)))
@@ -387,7 +398,8 @@ def fig_width_vs_N(records: Sequence[dict], *, constructions: Optional[dict] = N
         ax.set_xlabel(LABEL_N)
         ax.set_ylabel(LABEL_M)
         ax.set_title(f"{depth}-layer g (theory: m* ~ N^{theory:g}, worst case)", fontsize=10)
-        ax.legend(fontsize=6.5, loc="upper left")
+        # below the axes: inside it would hide the data (censored triangles sit at the top)
+        ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(0.0, -0.1), borderaxespad=0.0)
     fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
     _add_caption(fig, _caption(used, "median and IQR over instances; triangles: censored (need > ceiling); "
                                      "slope: OLS log-log, 95% within-N bootstrap CI"))
@@ -405,7 +417,7 @@ def fig_width_vs_K(records: Sequence[dict]) -> Optional[Figure]:
     depths = sorted({int(dict(k).get("depth", 0)) for k in groups})
     if not depths:
         return None
-    fig = Figure(figsize=(6.2 * len(depths), 5.0), layout="constrained")
+    fig = Figure(figsize=(6.4 * len(depths), 6.5), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(depths)))
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
     used = []
@@ -421,7 +433,7 @@ def fig_width_vs_K(records: Sequence[dict]) -> Optional[Figure]:
         ax.set_xlabel(LABEL_K)
         ax.set_ylabel(LABEL_M)
         ax.set_title(f"{depth}-layer g: does the width depend on K at fixed N?", fontsize=10)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(0.0, -0.12), borderaxespad=0.0)
     fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
     _add_caption(fig, _caption(used, "median and IQR over instances; theory: K-independent once K >= 3N+2"))
     return fig

@@ -6,10 +6,11 @@ same ``x, z, changed`` are regenerated here exactly as the runner drew them, and
 neuron counts are computed on them: "what provably exists" on the same instances as "what training
 found". Counts used (all from :mod:`ftcjax._src.bounds`, the single source of the formulas):
 
-* 2-layer: the Thm 4.4 construction's count ``|J| - 1`` for the samples sorted by a random projection
-  (``thm44_data_dependent``; the construction uses exactly these neurons before zero-weight pruning),
-  and the slab construction ``4 ceil(N/d)`` (general position);
-* 3-layer: the tooth construction ``(2p+1) + 4q`` (independent of the instance and of K) and U3.
+* 2-layer: the Thm 4.4 construction (``|J| - 1`` neurons for the samples sorted by a random
+  projection, minus zero-weight ones) and the slab construction (``4 ceil(N/d)``, general position),
+  both built on the instance;
+* 3-layer: the tooth construction ``(2p+1) + 4q`` (built exactly on the instance for K <= 200; its
+  count depends only on N, so larger K uses the closed form).
 """
 from __future__ import annotations
 
@@ -29,8 +30,11 @@ def _bounds():
 
 
 def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances: int = 2000,
-                        projection_seed: int = 0) -> Optional[dict]:
-    """{instance_id: {"thm44": int, "slab": int} (2-layer) or {"tooth": int, "u3": float} (3-layer)}.
+                        projection_seed: int = 0, max_exact_K: int = 200) -> Optional[dict]:
+    """{instance_id: {"thm44": int, "slab": int} (2-layer) or {"tooth": int} (3-layer)}.
+
+    Counts are the hidden ReLUs of the constructions of :mod:`ftcjax.constructions` built on the
+    regenerated instance (zero-weight neurons pruned), falling back to :mod:`ftcjax.bounds`.
 
     Returns None when the run's spec or the kernels are unavailable (e.g. records copied without
     their manifest), or when there are more than ``max_instances`` records (regeneration cost).
@@ -46,29 +50,56 @@ def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances:
         seed = int(RunDir(run_dir).read_manifest()["spec"]["seed"])
     except Exception:  # noqa: BLE001 -- optional enrichment: the figure falls back to closed forms
         return None
+    try:
+        from ftcjax import constructions as C
+    except ImportError:
+        C = None
     b = _bounds()
-    rng = np.random.default_rng(projection_seed)
     out = {}
     insts = [Instance(dict(r["cell"]), int(r.get("replicate", 0))) for r in records]
     pkeys, _ = instance_keys(seed, insts)
     for i, (rec, inst) in enumerate(zip(records, insts)):
         c = inst.cell
         depth, N, K, d = int(c["depth"]), int(c["N"]), int(c["K"]), int(c["d"])
+        if depth not in (2, 3) or N < 1:
+            continue
+        prob = make_problem(pkeys[i], K=K, d=d, N=N, data=c.get("data", "gaussian"),
+                            labels=c.get("labels", "uniform"), frozen=c.get("frozen", "interpolant"),
+                            dtype=c.get("dtype", "float64"))
+        x = np.asarray(prob.x, dtype=np.float64)
+        z = np.asarray(prob.z, dtype=np.float64)
+        changed = np.asarray(prob.changed, dtype=bool)
+        # the regenerated instance must be the stored one: check the loss of g = 0 it recorded
+        stored = (rec.get("problem") or {}).get("mse_zero")
+        if stored is not None and not np.isclose(float(np.mean(z ** 2)), stored, rtol=1e-5, atol=1e-9):
+            return None
+        counts: dict = {}
         if depth == 2:
-            prob = make_problem(pkeys[i], K=K, d=d, N=N, data=c.get("data", "gaussian"),
-                                labels=c.get("labels", "uniform"), frozen=c.get("frozen", "interpolant"),
-                                dtype=c.get("dtype", "float64"))
-            x = np.asarray(prob.x, dtype=np.float64)
-            changed = np.asarray(prob.changed, dtype=bool)
-            # the regenerated instance must be the stored one: check the loss of g = 0 it recorded
-            mz = float(np.mean(np.asarray(prob.z, dtype=np.float64) ** 2))
-            stored = (rec.get("problem") or {}).get("mse_zero")
-            if stored is not None and not np.isclose(mz, stored, rtol=1e-5, atol=1e-9):
-                return None
-            proj = x @ rng.standard_normal(d)
-            order = np.argsort(proj, kind="stable")
-            out[rec["instance_id"]] = {"thm44": int(b.thm44_data_dependent(changed[order])),
-                                       "slab": int(b.slab_two_layer(N, d))}
-        elif depth == 3 and N >= 1:
-            out[rec["instance_id"]] = {"tooth": int(b.tooth_neurons(N)), "u3": float(b.thm51_u3(N))}
+            counts["thm44"] = _count(C, "two_layer_thm44", x, z, changed, projection_seed)
+            counts["slab"] = _count(C, "two_layer_slab", x, z, changed, projection_seed)
+            if counts["thm44"] is None:  # no constructions module: the count |J| - 1 from the bound
+                order = np.argsort(x @ np.random.default_rng(projection_seed).standard_normal(d), kind="stable")
+                counts["thm44"] = int(b.thm44_data_dependent(changed[order]))
+            if counts["slab"] is None:
+                counts["slab"] = int(b.slab_two_layer(N, d))
+        else:
+            # the exact rational tooth build costs ~0.4 s at K = 100 but ~15 s at K = 1000; its count
+            # does not depend on the instance (only on N), so large K uses the closed form
+            counts["tooth"] = (_count(C, "tooth", x, z, changed, projection_seed, rescale=True)
+                               if K <= max_exact_K else None)
+            if counts["tooth"] is None:
+                counts["tooth"] = int(b.tooth_neurons(N))
+        out[rec["instance_id"]] = counts
     return out
+
+
+def _count(C, name, x, z, changed, seed, **kw) -> Optional[int]:
+    """Hidden ReLU count of construction ``name`` on one instance, None if unavailable or it fails."""
+    if C is None or not hasattr(C, name):
+        return None
+    from ftcjax._src.errors import FTCInputError
+
+    try:
+        return int(getattr(C, name)(x, z, changed, rng=seed, **kw).neurons)
+    except (FTCInputError, ValueError, ArithmeticError):
+        return None

@@ -166,6 +166,9 @@ def _cmd_run(args) -> int:
     shard = parse_shard(args.shard)
     spec = load_spec(_resolve_spec(args.spec))  # validation before any work
     out_dir = Path(args.out) if args.out else Path("runs") / spec.name
+    from ftcjax.sweep.store import RunDir
+
+    RunDir(out_dir).check(spec)  # a different sweep in DIR: refuse before touching devices
     _setup_jax(args, out_dir)
     process = maybe_initialize(DistributedConfig(args.distributed, args.coordinator, args.num_processes,
                                                  args.process_id))

@@ -29,10 +29,12 @@ d = 2
 criterion = "relative"
 
 [train]
-steps = 40
-segment = 40
+steps = 60
+segment = 20
 restarts = 2
 learning_rate = 0.05
+rel_eps = 0.05
+unroll = 1                # fast compiles for tests
 
 [width]
 lower = 1
@@ -73,6 +75,36 @@ def results_without_timing(run_dir: str | Path) -> dict[str, dict[str, Any]]:
         rec.pop("timing", None)
         out[iid] = json.loads(json.dumps(rec, sort_keys=True))
     return out
+
+
+_REFERENCE: dict[str, Path] = {}
+DEVICES = ("--cpu-devices", "2")
+
+
+def shared_cache(base: Path) -> str:
+    """A compilation cache shared by the test runs of one session (same programs compile once)."""
+    return str(Path(base) / "xla-cache")
+
+
+def reference_run(base: Path, spec_text: str = TINY_SPEC, *extra: str) -> Path:
+    """An uninterrupted one-process run of ``spec_text`` on 2 CPU devices (memoised for the session).
+
+    Every other multi-device configuration (8 devices, 2 processes, shards, a killed and resumed run)
+    must reproduce it bit for bit. Two fake devices, not one: the core's one-device program differs
+    from the multi-device one in the last bits (see tests/test_devices.py).
+    """
+    extra = (*DEVICES, "--compilation-cache", shared_cache(base), *extra)
+    key = spec_text + "|".join(extra)
+    if key not in _REFERENCE or not (_REFERENCE[key] / "manifest.json").exists():
+        base.mkdir(parents=True, exist_ok=True)
+        spec = base / "reference.toml"
+        spec.write_text(spec_text)
+        out = base / "reference"
+        proc = run_cli("run", str(spec), "--out", str(out), "--no-report", "--progress", "none", *extra)
+        if proc.returncode != 0:
+            raise RuntimeError(f"reference run failed:\n{proc.stdout}\n{proc.stderr}")
+        _REFERENCE[key] = out
+    return _REFERENCE[key]
 
 
 def raw_lines(run_dir: str | Path) -> list[dict[str, Any]]:

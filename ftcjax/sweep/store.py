@@ -211,6 +211,15 @@ class RunDir:
             raise SpecMismatchError(self.root, diffs)
         return existing
 
+    def check(self, spec: SweepSpec) -> None:
+        """Refuse early (before any device work) if the directory holds another sweep."""
+        if self.exists():
+            existing = self.read_manifest()
+            canon = canonical_dict(spec)
+            if existing.get("spec_hash") != spec_hash(canon):
+                raise SpecMismatchError(self.root, diff_specs(existing.get("spec", {}), canon) or [
+                    f"spec_hash: {existing.get('spec_hash')} in the run directory, {spec_hash(canon)} now"])
+
     def record_environment(self, writer: str, env: dict[str, Any]) -> None:
         d = self.root / "env"
         d.mkdir(exist_ok=True)

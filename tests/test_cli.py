@@ -1,0 +1,99 @@
+"""The CLI end to end: help texts, run -> status -> export, --shard, and 2 processes vs 1."""
+import csv
+import io
+import socket
+import subprocess
+
+import pytest
+
+from ftcjax.cli import main
+from ftcjax.sweep._testing import (DEVICES, TINY_SPEC, cli_args, cli_env, raw_lines, reference_run,
+                                   results_without_timing, run_cli, shared_cache)
+
+
+@pytest.mark.parametrize("cmd", [[], ["run"], ["status"], ["export"], ["report"], ["figures"], ["validate"]])
+def test_help_has_examples(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*cmd, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "example" in out and "ftcjax" in out
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_bad_shard_and_missing_dir(tmp_path, capsys):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY_SPEC)
+    assert main(["run", str(spec), "--shard", "2/2", "--out", str(tmp_path / "x")]) == 2
+    assert "--shard" in capsys.readouterr().err
+    assert main(["status", str(tmp_path / "nope")]) == 2
+    assert "not a ftcjax run directory" in capsys.readouterr().err
+
+
+def test_status_and_export_of_a_finished_run(tmp_path_factory, capsys):
+    ref = reference_run(tmp_path_factory.getbasetemp() / "sweep-reference")
+    assert main(["status", str(ref)]) == 0
+    out = capsys.readouterr().out
+    assert "12/12 done, 0 pending" in out and "6/6 done" in out
+    assert main(["export", str(ref), "--csv", "-"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    recs = results_without_timing(ref)
+    assert len(rows) == len(recs) == 12
+    for row in rows:
+        rec = recs[row["instance_id"]]
+        assert row["min_width"] == ("" if rec["min_width"] is None else str(rec["min_width"]))
+        assert row["probe_widths"] == ";".join(str(p["width"]) for p in rec["probes"])
+        assert int(row["N"]) == rec["cell"]["N"] and int(row["K"]) == rec["cell"]["K"]
+
+
+def test_shards_cover_the_grid_once_and_match(tmp_path_factory, tmp_path):
+    base = tmp_path_factory.getbasetemp() / "sweep-reference"
+    ref = reference_run(base)
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY_SPEC)
+    out = tmp_path / "sharded"
+    for i in range(3):  # 6 chunks over 3 shards, run one after another like array tasks
+        res = run_cli("run", str(spec), "--out", str(out), "--shard", f"{i}/3", "--no-report",
+                      "--progress", "none", *DEVICES, "--compilation-cache", shared_cache(base))
+        assert res.returncode == 0, res.stderr
+    files = sorted(p.name for p in (out / "results").glob("*.jsonl"))
+    assert files == [f"shard-000{i}-of-0003.jsonl" for i in range(3)]
+    ids = [r["instance_id"] for r in raw_lines(out)]
+    assert len(ids) == len(set(ids)) == 12  # exactly once
+    assert results_without_timing(out) == results_without_timing(ref)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one(tmp_path_factory, tmp_path):
+    base = tmp_path_factory.getbasetemp() / "sweep-reference"
+    ref = reference_run(base)
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY_SPEC)
+    out = tmp_path / "twoproc"
+    port = _free_port()
+    procs = [subprocess.Popen(cli_args("run", str(spec), "--out", str(out), "--no-report", "--progress", "none",
+                                       *DEVICES, "--compilation-cache", shared_cache(base),
+                                       "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                       "--process-id", str(i)),
+                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e
+    assert any("as writer 2 of 2" in e for _, e in outs)
+    files = sorted(p.name for p in (out / "results").glob("*.jsonl"))
+    assert files == ["shard-0000-of-0002.jsonl", "shard-0001-of-0002.jsonl"]
+    per_file = {f: sum(1 for _ in open(out / "results" / f)) for f in files}
+    assert all(n > 0 for n in per_file.values())  # both processes did work
+    ids = [r["instance_id"] for r in raw_lines(out)]
+    assert len(ids) == len(set(ids)) == 12
+    assert results_without_timing(out) == results_without_timing(ref)

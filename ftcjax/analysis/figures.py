@@ -461,8 +461,9 @@ def fig_distribution(records: Sequence[dict], *, max_groups: int = 8) -> Optiona
         pos = {n: i for i, n in enumerate(Ns)}
         x = np.array([pos[n] for n in arr.N], dtype=float) + rng.uniform(-0.2, 0.2, arr.N.size)
         ok = ~arr.censored & ~arr.trivial
-        ax.plot(x[ok & ~arr.non_monotone], arr.widths[ok & ~arr.non_monotone], "o", ms=4, alpha=0.7,
-                color="tab:blue", label="measured")
+        if (ok & ~arr.non_monotone).any():
+            ax.plot(x[ok & ~arr.non_monotone], arr.widths[ok & ~arr.non_monotone], "o", ms=4, alpha=0.7,
+                    color="tab:blue", label="measured")
         if (ok & arr.non_monotone).any():
             ax.plot(x[ok & arr.non_monotone], arr.widths[ok & arr.non_monotone], "D", ms=5, mfc="none",
                     color="tab:purple", label="non-monotone (wider net failed)")
@@ -479,6 +480,8 @@ def fig_distribution(records: Sequence[dict], *, max_groups: int = 8) -> Optiona
                 ax.hlines(med, pos[n] - 0.3, pos[n] + 0.3, color="k", lw=1.5)
         ax.set_xticks(range(Ns.size))
         ax.set_xticklabels([f"{int(n)}" for n in Ns])
+        ax.set_xlim(-0.5, Ns.size - 0.5)
+        ax.set_ylim(bottom=-0.5)  # trivial instances sit at 0
         ax.set_xlabel(LABEL_N)
         ax.set_ylabel(LABEL_M_INST)
         ax.set_title(_rec.group_label(k, show=show), fontsize=8)

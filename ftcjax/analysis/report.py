@@ -245,6 +245,9 @@ def _protocol_lines(rep: Report) -> list:
     theory = ("theory: 1 (2-layer, Thm 4.1), 1/2 (3-layer, Thm 5.1), worst case over instances."
               if x == "N" else "theory: 0 (the worst-case bounds do not depend on K once K >= 3N + 2, "
                                "Thm 4.1 and Thm 5.1 via U3).")
+    out.append("instances: independent within a group ('inst' = number of independent random problems); "
+               "the same problems recur across depth, criterion and training axes (paired comparisons), "
+               "so different groups are not independent of each other.")
     out.append(f"fit: OLS of log(min width) on log {x} over uncensored, non-trivial instances; "
                f"{int(rep.level * 100)}% percentile bootstrap CI resampling instances within each {x} cell "
                f"(n_boot={rep.n_boot}, seed={rep.seed}); Theil-Sen as robustness check; {theory}")

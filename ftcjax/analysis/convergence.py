@@ -10,9 +10,9 @@ doubling the budget moves it, it was not yet a measurement of capacity. The chec
 
 Command line (the ``ftcjax`` CLI may wire the same functions)::
 
-    python -m ftcjax.analysis.convergence double sweeps/default.toml runs/default-x2.toml [--only d=2]
+    python -m ftcjax.analysis double sweeps/default.toml runs/default-x2.toml [--only d=2]
     ftcjax run runs/default-x2.toml --out runs/default-x2
-    python -m ftcjax.analysis.convergence compare runs/default runs/default-x2
+    python -m ftcjax.analysis compare runs/default runs/default-x2
     ftcjax report runs/default        # finds runs/default-x2 by itself and prints the comparison
 """
 from __future__ import annotations
@@ -227,8 +227,8 @@ def compare_runs(dir_a: str, dir_b: str, *, ignore: Sequence[str] = _IGNORED) ->
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m ftcjax.analysis.convergence {double SPEC OUT | compare DIR_A DIR_B}``."""
-    ap = argparse.ArgumentParser(prog="python -m ftcjax.analysis.convergence",
+    """``python -m ftcjax.analysis {double SPEC OUT | compare DIR_A DIR_B}``."""
+    ap = argparse.ArgumentParser(prog="python -m ftcjax.analysis",
                                  description="Convergence check: same instances, 2x steps and restarts.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("double", help="write SPEC with steps and restarts doubled to OUT")

@@ -190,3 +190,32 @@ strategy = "grid"
     assert construction_counts(bad, str(out)) is None
     fig = F.fig_width_vs_N(recs, constructions=counts)
     assert any("on these instances" in t for t in _legend_texts(fig.axes[0]))
+
+
+def test_fig9_step_curve_is_the_smallest_width_below_threshold(records):
+    # recompute the paper's curve independently from the stored probes
+    paper = [r for r in records if r["cell"]["criterion"] == "paper" and r["cell"]["depth"] == 3
+             and r["cell"]["K"] == 1000]
+    Ns = sorted({r["cell"]["N"] for r in paper})
+    expect = []
+    for n in Ns:
+        rs = [r for r in paper if r["cell"]["N"] == n]
+        widths = sorted(p["width"] for p in rs[0]["probes"])
+        med = [np.median([min(p["mse"]) for r in rs for p in r["probes"] if p["width"] == w]) for w in widths]
+        ok = [w for w, m in zip(widths, med) if m <= 0.04]
+        expect.append(ok[0] if ok else np.nan)
+    fig = F.fig_paper9(records)
+    step = [ln for ln in fig.axes[0].lines if ln.get_label() == "smallest m with l_FT <= 0.04"][0]
+    got = np.asarray(step.get_ydata(), dtype=float)
+    np.testing.assert_array_equal(np.asarray(step.get_xdata(), dtype=float), np.asarray(Ns, dtype=float))
+    np.testing.assert_array_equal(got, np.asarray(expect, dtype=float))
+
+
+def test_write_default_outputs(tmp_path, records):
+    from ftcjax.analysis import write_default_outputs
+
+    run = _run_dir(tmp_path, records)
+    write_default_outputs(run)
+    for name in ("report.txt", "report.md", "report.csv"):
+        assert os.path.getsize(os.path.join(run, name)) > 500
+    assert os.path.getsize(os.path.join(run, "figures", "width_vs_N.pdf")) > 5_000

@@ -119,6 +119,7 @@ def test_reference_curves_match_hand_values():
     assert list(two["worst-case lower bound min(3N"]) == [3, 30, 300]
     assert list(two["slab construction 4 ceil(N/d)"]) == [4, 4, 40]
     three = {lab: v for lab, v, _ in F.reference_curves(3, N, K=1000, d=10)}
+    assert np.isnan(F.reference_curves(2, np.array([20.0]), K=10, d=2)[0][1][0])  # N > K: no value
     assert three["U3 = 6 sqrt(3N+2) (Thm 5.1)"][1] == pytest.approx(6 * np.sqrt(32))
     # tooth: min over p q >= N of (2p+1) + 4q: N = 10 -> p = 5, q = 2 gives 19 (p=4,q=3: 21)
     assert three["tooth construction (2p+1)+4q, pq >= N"][1] == 19
@@ -131,24 +132,6 @@ def test_package_import_does_not_import_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.stdout.strip() == "False"
-
-
-def test_reference_curves_agree_with_bounds_module():
-    # the figure's closed forms (fallback) and ftcjax._src.bounds must give the same curves
-    b = pytest.importorskip("ftcjax._src.bounds")
-    N = np.array([1.0, 3.0, 10.0, 32.0, 100.0])
-    for depth in (2, 3):
-        via_bounds = F.reference_curves(depth, N, K=1000, d=10)
-        saved = F._bounds_module
-        try:
-            F._bounds_module = lambda: None
-            fallback = F.reference_curves(depth, N, K=1000, d=10)
-        finally:
-            F._bounds_module = saved
-        for (l1, v1, _), (l2, v2, _) in zip(via_bounds, fallback):
-            assert l1 == l2
-            np.testing.assert_allclose(v1, v2, rtol=1e-12, err_msg=l1)
-    assert b.tooth_neurons(10) == 19
 
 
 def test_constructions_on_the_same_instances(tmp_path):

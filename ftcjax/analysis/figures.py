@@ -89,83 +89,34 @@ def _is_grid(recs: Sequence[dict]) -> bool:
     return bool(recs) and all(len(r.get("probes", [])) == len(allw) for r in recs) and len(allw) > 2
 
 
-def _bounds_module():
-    try:
-        from ftcjax import bounds as b  # a public re-export, if the package provides one
-    except ImportError:
-        try:
-            from ftcjax._src import bounds as b
-        except ImportError:
-            return None
-    return b
-
-
 def reference_curves(depth: int, N: np.ndarray, *, K: int, d: int) -> list:
     """(label, values (len(N),), style) of construction counts and lower bounds for a log-log plot.
 
-    Uses :mod:`ftcjax._src.bounds` (the single source of the formulas) when importable, else the
-    closed forms of paper-notes sections 2-3 written here (the tests check both agree).
+    All formulas come from :mod:`ftcjax.bounds` (paper-notes sections 2-3); values where N > K are NaN.
     """
-    N = np.asarray(N, dtype=float)
-    b = _bounds_module()
-    Ni = [int(n) for n in N]
+    from ftcjax import bounds as b
+
+    Ni = [int(n) for n in np.asarray(N)]
+    ok = [n <= K for n in Ni]
+    curve = lambda f: np.array([f(n) if o else np.nan for n, o in zip(Ni, ok)], dtype=float)  # noqa: E731
     out = []
     if depth == 2:
-        if b is not None and K >= 3:
-            lo = np.array([b.thm41_two_layer(n, K)[0] if n <= K else np.nan for n in Ni], float)
-            up = np.array([b.thm41_two_layer(n, K)[1] if n <= K else np.nan for n in Ni], float)
-            slab = np.array([b.slab_two_layer(n, d) for n in Ni], float)
-            gen = np.array([b.generic_two_layer_lower(n, d) for n in Ni], float)
-        else:
-            up = np.minimum(3 * N + 1, K - 1)
-            lo = np.minimum(3 * N, K - 2)
-            slab = 4 * np.ceil(N / d)
-            gen = (N - 1) / (d + 1)
-        gen = np.maximum(gen, 1.0)  # a log axis cannot show the bound's values below one neuron
-        out += [("Thm 4.4 construction, worst case min(3N+1, K-1)", up, dict(ls="--", color="0.2")),
-                (f"slab construction 4 ceil(N/d), d={d}", slab, dict(ls="-.", color="tab:green")),
-                ("worst-case lower bound min(3N, K-2)", lo, dict(ls=":", color="0.2")),
-                (f"generic-data lower bound (N-1)/(d+1), d={d}", gen, dict(ls=":", color="tab:red"))]
+        out += [("Thm 4.4 construction, worst case min(3N+1, K-1)", curve(lambda n: b.thm41_two_layer(n, K)[1]),
+                 dict(ls="--", color="0.2")),
+                (f"slab construction 4 ceil(N/d), d={d}", curve(lambda n: b.slab_two_layer(n, d)),
+                 dict(ls="-.", color="tab:green")),
+                ("worst-case lower bound min(3N, K-2)", curve(lambda n: b.thm41_two_layer(n, K)[0]),
+                 dict(ls=":", color="0.2")),
+                # a log axis cannot show the bound's values below one neuron
+                (f"generic-data lower bound (N-1)/(d+1), d={d}",
+                 np.maximum(curve(lambda n: b.generic_two_layer_lower(n, d)), 1.0), dict(ls=":", color="tab:red"))]
     elif depth == 3:
-        if b is not None and K >= 3:
-            u3 = np.array([b.thm51_u3(n) for n in Ni], float)
-            tooth = np.array([b.tooth_neurons(n) for n in Ni], float)
-            lo = np.array([b.thm51_lower(n, K) if n <= K else np.nan for n in Ni], float)
-            gen = np.array([b.generic_three_layer_lower(n, d) for n in Ni], float)
-        else:
-            u3 = 6 * np.sqrt(3 * N + 2)
-            tooth = np.array([_tooth_count(n) for n in Ni], dtype=float)
-            lo = np.sqrt(2 * np.minimum(3 * N, K - 2) + 0.25) - 0.5
-            gen = np.array([_generic3(n, d) for n in Ni], dtype=float)
-        gen = np.maximum(gen, 1.0)
-        out += [("U3 = 6 sqrt(3N+2) (Thm 5.1)", u3, dict(ls="--", color="0.2")),
-                ("tooth construction (2p+1)+4q, pq >= N", tooth, dict(ls="-.", color="tab:green")),
-                ("worst-case lower bound (Thm 5.1)", lo, dict(ls=":", color="0.2")),
-                (f"generic-data lower bound, d={d}", gen, dict(ls=":", color="tab:red"))]
+        out += [("U3 = 6 sqrt(3N+2) (Thm 5.1)", curve(b.thm51_u3), dict(ls="--", color="0.2")),
+                ("tooth construction (2p+1)+4q, pq >= N", curve(b.tooth_neurons), dict(ls="-.", color="tab:green")),
+                ("worst-case lower bound (Thm 5.1)", curve(lambda n: b.thm51_lower(n, K)), dict(ls=":", color="0.2")),
+                (f"generic-data lower bound, d={d}",
+                 np.maximum(curve(lambda n: b.generic_three_layer_lower(n, d)), 1.0), dict(ls=":", color="tab:red"))]
     return out
-
-
-def _tooth_count(n: int) -> int:
-    """Fewest neurons (2p+1) + 4q over integers p, q >= 1 with p q >= n (paper-notes 3.4)."""
-    best = None
-    for q in range(1, n + 1):
-        p = math.ceil(n / q)
-        c = 2 * p + 1 + 4 * q
-        best = c if best is None else min(best, c)
-        if 4 * q > (best or 0):
-            break
-    return int(best)
-
-
-def _generic3(n: int, d: int) -> int:
-    """Smallest d1 + d2 with d1 d + d1 d2 + d2 + 1 >= n (parameter counting, generic data)."""
-    m = 1
-    while True:
-        for d1 in range(0, m + 1):
-            d2 = m - d1
-            if d1 * d + d1 * d2 + d2 + 1 >= n:
-                return m
-        m += 1
 
 
 def _median_iqr(ws: np.ndarray, cens: np.ndarray):

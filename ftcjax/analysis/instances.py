@@ -21,20 +21,12 @@ import numpy as np
 __all__ = ["construction_counts"]
 
 
-def _bounds():
-    try:
-        from ftcjax import bounds as b  # public re-export, if the package provides one
-    except ImportError:
-        from ftcjax._src import bounds as b
-    return b
-
-
 def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances: int = 2000,
                         projection_seed: int = 0, max_exact_K: int = 200) -> Optional[dict]:
     """{instance_id: {"thm44": int, "slab": int} (2-layer) or {"tooth": int} (3-layer)}.
 
     Counts are the hidden ReLUs of the constructions of :mod:`ftcjax.constructions` built on the
-    regenerated instance (zero-weight neurons pruned), falling back to :mod:`ftcjax.bounds`.
+    regenerated instance (zero-weight neurons pruned); None where a construction cannot be built.
 
     Returns None when the run's spec or the kernels are unavailable (e.g. records copied without
     their manifest), or when there are more than ``max_instances`` records (regeneration cost).
@@ -43,18 +35,17 @@ def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances:
     """
     if len(records) > max_instances:
         return None
+    from ftcjax._src.problems import make_problem
+    from ftcjax.sweep.plan import Instance, instance_keys
+    from ftcjax.sweep.store import RunDir
+
     try:
-        from ftcjax._src.problems import make_problem
-        from ftcjax.sweep.plan import Instance, instance_keys
-        from ftcjax.sweep.store import RunDir
         seed = int(RunDir(run_dir).read_manifest()["spec"]["seed"])
-    except Exception:  # noqa: BLE001 -- optional enrichment: the figure falls back to closed forms
+    except (ValueError, KeyError):  # no manifest (records copied alone): the instances are unknown
         return None
-    try:
-        from ftcjax import constructions as C
-    except ImportError:
-        C = None
-    b = _bounds()
+    from ftcjax import bounds as b
+    from ftcjax import constructions as C
+
     out = {}
     insts = [Instance(dict(r["cell"]), int(r.get("replicate", 0))) for r in records]
     pkeys, _ = instance_keys(seed, insts)
@@ -75,31 +66,21 @@ def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances:
             return None
         counts: dict = {}
         if depth == 2:
-            counts["thm44"] = _count(C, "two_layer_thm44", x, z, changed, projection_seed)
-            counts["slab"] = _count(C, "two_layer_slab", x, z, changed, projection_seed)
-            if counts["thm44"] is None:  # no constructions module: the count |J| - 1 from the bound
-                order = np.argsort(x @ np.random.default_rng(projection_seed).standard_normal(d), kind="stable")
-                counts["thm44"] = int(b.thm44_data_dependent(changed[order]))
-            if counts["slab"] is None:
-                counts["slab"] = int(b.slab_two_layer(N, d))
+            counts["thm44"] = _count(C.two_layer_thm44, x, z, changed, projection_seed)
+            counts["slab"] = _count(C.two_layer_slab, x, z, changed, projection_seed)
         else:
             # the exact rational tooth build costs ~0.4 s at K = 100 but ~15 s at K = 1000; its count
             # does not depend on the instance (only on N), so large K uses the closed form
-            counts["tooth"] = (_count(C, "tooth", x, z, changed, projection_seed, rescale=True)
-                               if K <= max_exact_K else None)
-            if counts["tooth"] is None:
-                counts["tooth"] = int(b.tooth_neurons(N))
+            counts["tooth"] = (_count(C.tooth, x, z, changed, projection_seed, rescale=True)
+                               if K <= max_exact_K else int(b.tooth_neurons(N)))
         out[rec["instance_id"]] = counts
     return out
 
 
-def _count(C, name, x, z, changed, seed, **kw) -> Optional[int]:
-    """Hidden ReLU count of construction ``name`` on one instance, None if unavailable or it fails."""
-    if C is None or not hasattr(C, name):
-        return None
-    from ftcjax._src.errors import FTCInputError
-
+def _count(build, x, z, changed, seed, **kw) -> Optional[int]:
+    """Hidden ReLU count of a construction on one instance; None when it cannot be built there
+    (e.g. projections that tie, or data not in general position for the slab construction)."""
     try:
-        return int(getattr(C, name)(x, z, changed, rng=seed, **kw).neurons)
-    except (FTCInputError, ValueError, ArithmeticError):
+        return int(build(x, z, changed, rng=seed, **kw).neurons)
+    except ValueError:  # FTCInputError is a ValueError
         return None

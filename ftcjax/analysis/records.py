@@ -19,46 +19,18 @@ __all__ = ["load_records", "group_records", "InstanceArrays", "instance_arrays",
            "protocol_summary", "width_from_probes"]
 
 
-def _read_jsonl_fallback(run_dir: str) -> list:
-    """Read every ``*.jsonl`` under run_dir; skip a torn (unparseable) line; dedupe by key.
-
-    Only used when the sweep store's reader is not importable (e.g. analysing a copied result
-    with an older ftcjax); the store's own reader is preferred because it knows its layout.
-    """
-    out = {}
-    for root, _, files in os.walk(run_dir):
-        for name in sorted(files):
-            if not name.endswith(".jsonl"):
-                continue
-            with open(os.path.join(root, name), "r", encoding="utf-8") as fh:
-                for line in fh:
-                    line = line.strip()
-                    if not line:
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a torn last record after a crash: the store never counted it done
-                    if isinstance(rec, dict) and "cell" in rec and "min_width" in rec:
-                        out[(rec.get("spec_hash"), rec.get("instance_id"))] = rec
-    return list(out.values())
-
-
 def load_records(run_dir: str) -> list:
-    """All instance records of a run directory, via the sweep store's reader when available.
+    """All instance records of a run directory (read with the sweep store's loader).
 
     Raises FTCInputError when run_dir does not exist.
     """
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
         raise FTCInputError(f"run_dir: {run_dir!r} is not a directory")
-    try:
-        from ftcjax.sweep.store import RunDir  # orchestration layer; imported lazily
-    except ImportError:  # an older/partial install: read the JSONL shards directly
-        return _read_jsonl_fallback(run_dir)
+    from ftcjax.sweep.store import RunDir  # orchestration layer; imported lazily
+
     # the store's loader tolerates a torn last line (a sweep may be running) and dedupes by instance id
-    recs = RunDir(run_dir).load().values()
-    return recs
+    return RunDir(run_dir).load().values()
 
 
 # Keys that identify an instance inside a group rather than a group (the fit axis is excluded too).

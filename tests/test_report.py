@@ -212,3 +212,10 @@ def test_k_dependence_report_fits_against_K():
     small = synthetic_records(Ns=[4], K=10, depth=3, replicates=3) + synthetic_records(Ns=[4], K=40, depth=3,
                                                                                       replicates=3)
     assert build_report(small, n_boot=10).groups[0].theory is None
+
+
+def test_cells_outside_the_theory_regime_are_flagged():
+    recs = synthetic_records(Ns=[2, 8, 32], K=40, depth=2, alpha=1.0, c=1.0, replicates=3, widths=range(1, 60))
+    g = build_report(recs, n_boot=50).groups[0]
+    assert g.saturated_cells == (32.0,)  # 3 * 32 + 2 > 40
+    assert any("K < 3N+2 at N=32" in f for f in g.flags)

@@ -49,6 +49,7 @@ class GroupReport:
     censored_cells: tuple
     mse_zero_median: tuple  # per cell (x, median loss of g = 0)
     over: str = "N"  # the fit axis: N (exponent in N) or K (dependence on K at fixed N)
+    saturated_cells: tuple = ()  # x values with some K < 3N + 2 (the worst-case bounds depend on K there)
 
     @property
     def covers_theory(self) -> Optional[bool]:
@@ -66,6 +67,9 @@ class GroupReport:
         if self.censored_cells:
             out.append(f"censored at {x}={_nlist(self.censored_cells)} ({self.n_censored} instances): "
                        "excluded, so the slope is biased LOW there")
+        if self.saturated_cells:
+            out.append(f"K < 3N+2 at {x}={_nlist(self.saturated_cells)}: the worst-case bounds depend on K "
+                       "there (min{3N, K-2}), so the theory exponent does not apply")
         if self.n_non_monotone:
             out.append(f"{self.n_non_monotone} non-monotone instances (a wider net failed after a narrower passed)")
         if self.fit is not None and self.fit.n_cells < 3:
@@ -162,7 +166,8 @@ def build_report(records: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, 
             n_censored=int(arr.censored.sum()), n_trivial=int(arr.trivial.sum()),
             n_non_monotone=int(arr.non_monotone.sum()), trivial_cells=triv, partly_trivial_cells=part,
             censored_cells=tuple(c.N for c in cells if c.n_censored > 0), mse_zero_median=tuple(mz),
-            over=over))
+            over=over, saturated_cells=tuple(sorted({float(x) for x, r in zip(xs, recs)
+                                                     if int(r["cell"]["K"]) < 3 * int(r["cell"]["N"]) + 2}))))
     shared, varying = _rec.protocol_summary(records)
     return Report(groups=tuple(groups), n_records=len(records), protocol_shared=shared,
                   protocol_varying=varying, level=level, n_boot=n_boot, seed=seed, convergence=convergence,

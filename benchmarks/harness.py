@@ -166,20 +166,26 @@ def rss_peak_delta(fn: Callable[[], object]) -> dict:
 
 
 class CompileCounter(contextlib.AbstractContextManager):
-    """Count XLA backend compilations (and their seconds) inside a ``with`` block.
+    """Count XLA compilations inside a ``with`` block, and the seconds spent making them.
 
-    Uses jax's monitoring event ``/jax/core/compile/backend_compile_duration``, emitted once per
-    compilation that is not served from an in-memory cache.
+    Uses jax's monitoring events: ``backend_compile_duration`` (one per XLA compilation not served
+    from a cache; ``count`` and ``durations``) plus the tracing and lowering events that precede it
+    (``seconds`` sums all three: the whole price of a cache miss).
     """
 
-    EVENT = "/jax/core/compile/backend_compile_duration"
+    BACKEND = "/jax/core/compile/backend_compile_duration"
+    EVENTS = (BACKEND, "/jax/core/compile/jaxpr_trace_duration",
+              "/jax/core/compile/jaxpr_to_mlir_module_duration")
 
     def __init__(self):
         self.durations: list[float] = []
+        self.other_seconds = 0.0
 
     def _listener(self, event: str, duration: float, **_kw) -> None:
-        if event == self.EVENT:
+        if event == self.BACKEND:
             self.durations.append(float(duration))
+        elif event in self.EVENTS:
+            self.other_seconds += float(duration)
 
     def __enter__(self):
         import jax.monitoring
@@ -199,7 +205,7 @@ class CompileCounter(contextlib.AbstractContextManager):
 
     @property
     def seconds(self) -> float:
-        return float(sum(self.durations))
+        return float(sum(self.durations)) + self.other_seconds
 
 
 def _cpu_model() -> str:

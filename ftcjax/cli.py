@@ -187,6 +187,10 @@ def _cmd_run(args) -> int:
           + (f" as writer {index + 1} of {count}" if count > 1 else ""), file=sys.stderr)
     summary = run_sweep(spec, out_dir, shard_index=index, shard_count=count, progress=progress,
                         max_chunks=args.max_chunks)
+    if process[1] > 1:
+        from ftcjax.sweep.distributed import barrier
+
+        barrier("ftcjax-run-finished")  # process 0 reports on the union, once every process is done
     st = status(out_dir)
     print(f"\n{st['instances_done']}/{st['instances_total']} instances done in {out_dir} "
           f"({summary.chunks_run} chunks computed now, {summary.chunks_skipped} already done); "

@@ -84,12 +84,12 @@ def test_one_writer_per_shard(tmp_path):
 def test_manifest_mismatch_names_fields(tmp_path):
     rd = prepared(tmp_path)
     assert rd.prepare(SPEC)["spec_hash"] == SPEC.hash  # same spec: accepted
-    other = parse_spec(TINY_SPEC.replace("seed = 7", "seed = 8").replace("steps = 40", "steps = 41"))
+    other = parse_spec(TINY_SPEC.replace("seed = 7", "seed = 8").replace("steps = 60", "steps = 61"))
     with pytest.raises(SpecMismatchError) as e:
         rd.prepare(other)
     msg = str(e.value)
     assert "seed: 7 in the run directory, 8 in the new spec" in msg
-    assert "train.steps: [40]" in msg
+    assert "train.steps: [60] in the run directory, [61] in the new spec" in msg
     assert "grid.K" not in msg
     # the stored spec round-trips from the manifest
     assert rd.spec().hash == SPEC.hash and rd.spec().name == "tiny"
@@ -113,6 +113,7 @@ def test_status_and_export_of_partial_run(tmp_path):
     assert rows[0]["probe_widths"] == "8" and rows[0]["probe_passed_strict"] == "1"
     assert rows[-1]["censored"] == "1" and rows[-1]["min_width"] == ""
     assert "N" in header and "learning_rate" in header
+    assert len(header) == len(set(header))  # no column shadows another (the protocol has a "chunk")
     buf = io.StringIO()
     assert write_csv(rd.root, buf) == len(rows)
     assert buf.getvalue().count("\n") == len(rows) + 1

@@ -19,7 +19,7 @@ import re
 from ftcjax._src.errors import FTCInputError
 
 __all__ = ["parse_shard", "configure_cpu_devices", "DistributedConfig", "maybe_initialize",
-           "writer_share", "cpu_count"]
+           "writer_share", "cpu_count", "barrier"]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -105,6 +105,23 @@ def maybe_initialize(cfg: DistributedConfig) -> tuple[int, int]:
     else:
         return 0, 1
     return jax.process_index(), jax.process_count()
+
+
+def barrier(name: str, timeout_s: float = 7 * 24 * 3600) -> bool:
+    """Wait until every ``jax.distributed`` process reaches ``name``; False if no barrier is available.
+
+    Uses the coordination service's barrier (no device collective, so it also works on CPU clusters).
+    """
+    try:
+        from jax._src import distributed as _dist  # the public API has no host-side barrier
+
+        client = _dist.global_state.client
+        if client is None:
+            return False
+        client.wait_at_barrier(name, int(timeout_s * 1000))
+        return True
+    except (ImportError, AttributeError):
+        return False
 
 
 def writer_share(shard: tuple[int, int], process: tuple[int, int]) -> tuple[int, int]:

@@ -71,6 +71,7 @@ def status(run_dir: str | Path) -> dict[str, Any]:
         "instances_per_s_wall": wall_rate,
         "last_finished_at": max(times) if times else None,
         "environment": manifest.get("environment", {}),
+        "numerics": manifest.get("numerics", {}),
         "summary": summary_rows(recs.values(), varying_axes(spec)),
         "summary_columns": varying_axes(spec) + ["n", "censored", "trivial", "median", "min", "max"],
     }
@@ -99,7 +100,7 @@ def format_status(st: dict[str, Any]) -> str:
                      f"crash), {st['corrupt_lines']} corrupt line(s)")
     if env:
         lines.append(f"env        jax {env.get('jax')}, backend {env.get('backend')} ({env.get('device_kind')}"
-                     f" x{env.get('local_device_count')}), x64 {env.get('x64_enabled')}")
+                     f" x{env.get('local_device_count')}), dtypes {st.get('numerics', {}).get('dtype')}")
     lines.append("")
     lines.append("minimal widths per cell (censored instances are counted, not averaged):")
     lines.append(format_table(st["summary"], st["summary_columns"]))
@@ -107,7 +108,7 @@ def format_status(st: dict[str, Any]) -> str:
 
 
 CSV_COLUMNS = [
-    "instance_id", "spec_hash", "replicate", "chunk",
+    "instance_id", "spec_hash", "replicate", "plan_chunk",
     # cell axes are inserted here (every axis of the spec, in spec order)
     "min_width", "censored", "trivial", "non_monotone", "trainings", "strategy",
     "problem_N", "problem_K", "z_max", "mse_zero", "f_fit_mse",
@@ -153,7 +154,7 @@ def export_rows(run_dir: str | Path) -> tuple[list[str], list[dict[str, str]]]:
             probes = r.get("probes", [])
             t = r.get("timing", {})
             row = {"instance_id": r["instance_id"], "spec_hash": r.get("spec_hash"),
-                   "replicate": r.get("replicate"), "chunk": r.get("chunk")}
+                   "replicate": r.get("replicate"), "plan_chunk": r.get("chunk")}
             row.update({a: r["cell"].get(a) for a in axes})
             row.update({
                 "min_width": r.get("min_width"), "censored": r.get("censored"), "trivial": r.get("trivial"),

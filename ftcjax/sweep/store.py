@@ -104,8 +104,10 @@ def environment() -> dict[str, Any]:
             return None
 
     devices = jax.local_devices()
+    import ftcjax
+
     return {
-        "ftcjax": version("ftcjax"),
+        "ftcjax": version("ftcjax") or getattr(ftcjax, "__version__", None),
         "jax": jax.__version__,
         "jaxlib": version("jaxlib"),
         "optax": version("optax"),
@@ -116,8 +118,10 @@ def environment() -> dict[str, Any]:
         "local_device_count": len(devices),
         "process_index": jax.process_index(),
         "process_count": jax.process_count(),
-        "x64_enabled": bool(jax.config.jax_enable_x64),
-        "matmul_precision": str(jax.config.jax_default_matmul_precision),
+        # Global defaults only: the kernels enable x64 and set the matmul precision per call from the
+        # protocol (recorded in every record's "protocol" and in the manifest's "numerics").
+        "x64_default": bool(jax.config.jax_enable_x64),
+        "matmul_precision_default": str(jax.config.jax_default_matmul_precision),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
         "hostname": socket.gethostname(),
@@ -185,6 +189,8 @@ class RunDir:
             "num_instances": spec.num_instances,
             "created": time.time(),
             "environment": env or {},
+            # The numerics that decide the bits, next to the environment that ran them.
+            "numerics": {k: list(spec.axis_dict.get(k, ())) for k in ("dtype", "matmul_precision")},
         }
         if not self.exists():
             tmp = self.root / f".manifest.{socket.gethostname()}.{os.getpid()}.tmp"

@@ -224,7 +224,7 @@ def test_weights_explode_in_float_but_exact_stays_exact():
 def test_exact_fit_moderate_sizes(name):
     build, bound = BUILDERS[name]
     rng = np.random.default_rng(2024)
-    for K, d, N in [(400, 10, 40), (300, 2, 300), (600, 3, 20)]:
+    for K, d, N in [(250, 10, 25), (150, 2, 150), (300, 3, 12)]:
         x, z, changed = random_instance(rng, K, d, N)
         c = build(x, z, changed, rng=rng, verify=False)
         assert_exact(c, x, z)

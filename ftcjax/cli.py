@@ -154,9 +154,9 @@ def _setup_jax(args, out_dir: Path) -> None:
     if cache.lower() not in ("off", "none", ""):
         # Our own run directory, not a shared location others can write (design.md).
         jax.config.update("jax_compilation_cache_dir", str(Path(cache).resolve()))
-        # The fit kernels compile in well under the default 1 s threshold on small shapes, and a
-        # resumed or sharded run recompiles every one of them: cache them all.
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        # Small fit kernels compile in under the default 1 s threshold, and a resumed or sharded run
+        # would recompile every one of them: cache all but the trivial eager-op compilations.
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
 
 
 def _cmd_run(args) -> int:

@@ -97,3 +97,14 @@ def test_two_processes_match_one(tmp_path_factory, tmp_path):
     ids = [r["instance_id"] for r in raw_lines(out)]
     assert len(ids) == len(set(ids)) == 12
     assert results_without_timing(out) == results_without_timing(ref)
+
+
+def test_default_spec_resolves_from_any_directory(tmp_path, monkeypatch, capsys):
+    from ftcjax.cli import default_spec_path
+    from ftcjax.sweep._testing import REPO
+
+    # the packaged copy (what `pip install` ships) is the repo's sweeps/default.toml
+    assert default_spec_path().read_text() == (REPO / "sweeps" / "default.toml").read_text()
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate"]) == 0
+    assert "spec 'default' is valid" in capsys.readouterr().out

@@ -65,7 +65,13 @@ def neuron_masks(width, bucket: int, depth: int, split: Sequence[int] | None = N
     """Boolean masks ``(H_l,)`` per hidden layer: True for the first ``d_l(width)`` of ``H_l = d_l(bucket)``."""
     true = hidden_widths(width, depth, split)
     padded = hidden_widths(bucket, depth, split)
-    return tuple(jnp.arange(h) < t for h, t in zip(padded, true))
+    return tuple(_first(h, t) for h, t in zip(padded, true))
+
+
+def _first(size: int, count):
+    """``(size,)`` bool mask of the first ``count`` entries (``count`` may be traced)."""
+    count = jnp.asarray(count)
+    return jnp.arange(size, dtype=count.dtype) < count
 
 
 def init_mlp(key, width, *, in_dim: int, depth: int, bucket: int | None = None,
@@ -93,14 +99,16 @@ def init_mlp(key, width, *, in_dim: int, depth: int, bucket: int | None = None,
         bound = 1.0 / jnp.sqrt(jnp.asarray(fan_true, dtype))
 
         def neuron(j, layer_key=layer_key, bound=bound, fan_pad=fan_pad):
-            wkey, bkey = jax.random.split(jax.random.fold_in(layer_key, j))
-            w = jax.random.uniform(wkey, (fan_pad,), dtype, -bound, bound)
-            b = jax.random.uniform(bkey, (), dtype, -bound, bound)
-            return w, b
+            # One draw per neuron: entry 0 is the bias, entries 1.. the weights. Threefry is
+            # counter-based (partitionable), so entry i depends on (key, i) only and a wider padded
+            # fan-in does not change the true entries. One draw instead of split + two keeps the
+            # kernel's compile time down.
+            u = jax.random.uniform(jax.random.fold_in(layer_key, j), (fan_pad + 1,), dtype, -bound, bound)
+            return u[1:], u[0]
 
         w, b = jax.vmap(neuron)(jnp.arange(out_pad))
-        rows = (jnp.arange(out_pad) < out_true).astype(dtype)
-        cols = (jnp.arange(fan_pad) < fan_true).astype(dtype)
+        rows = _first(out_pad, out_true).astype(dtype)
+        cols = _first(fan_pad, fan_true).astype(dtype)
         layers.append((w * rows[:, None] * cols[None, :], b * rows))
         fan_true, fan_pad = out_true, out_pad
     return tuple(layers)

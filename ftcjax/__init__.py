@@ -38,3 +38,6 @@ from ftcjax._src.protocol import Protocol
 from ftcjax._src.search import Probe, WidthResult, min_width, min_width_batch, search_widths, width_grid
 
 __version__ = "0.1.0"
+
+# The theory side (numpy + fractions, no jax needed): explicit constructions and every bound.
+from ftcjax import bounds, constructions  # noqa: E402

@@ -261,11 +261,15 @@ class ShardWriter:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            f.close()
             if e.errno in (errno.EAGAIN, errno.EACCES):
+                f.close()
                 raise FTCInputError(f"{self.path} is being written by another process; two writers "
                                     "must not share a shard (check --shard / process indices)") from None
-            raise
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+                f.close()
+                raise
+            # A file system without locks (some network mounts): the shard names alone keep
+            # writers apart, so go on without the safety net rather than refuse to run.
         self._repair(f)
         if is_new:
             _fsync_dir(self.path.parent)
@@ -313,6 +317,8 @@ class ShardWriter:
         if self._f is not None:
             try:
                 fcntl.flock(self._f.fileno(), fcntl.LOCK_UN)
+            except OSError:
+                pass
             finally:
                 self._f.close()
                 self._f = None

@@ -226,7 +226,10 @@ def _cmd_validate(args) -> int:
           f"in {len(plan)} chunks of up to {spec.chunk_size}")
     for a, v in varying.items():
         print(f"  {a}: {v}")
-    print(f"widths {list(spec.widths)} ({spec.strategy})")
+    w = list(spec.widths)
+    steps = {b - a for a, b in zip(w, w[1:])}
+    shown = f"{w[0]}..{w[-1]} step {steps.pop()}" if len(w) > 3 and len(steps) == 1 else str(w)
+    print(f"widths {shown} ({len(w)} candidates, {spec.strategy})")
     return 0
 
 

@@ -108,3 +108,36 @@ def test_default_spec_resolves_from_any_directory(tmp_path, monkeypatch, capsys)
     monkeypatch.chdir(tmp_path)
     assert main(["validate"]) == 0
     assert "spec 'default' is valid" in capsys.readouterr().out
+
+
+def test_progress_bar_and_log_lines():
+    from ftcjax.sweep.progress import Progress
+
+    bar, log = io.StringIO(), io.StringIO()
+    for stream, tty in ((bar, True), (log, False)):
+        p = Progress(stream, tty=tty, interval=3600)
+        p.start(4, 40, 1, 10)
+        for _ in range(3):
+            p.update(10, 0.1)
+        p.finish()
+    assert "\r" in bar.getvalue() and "4/4 chunks" in bar.getvalue() and "ETA" in bar.getvalue()
+    lines = log.getvalue().splitlines()
+    # no carriage returns in logs; with a long interval only the start, the last chunk and the end
+    assert "\r" not in log.getvalue() and len(lines) == 3
+    assert "resuming with 1 done" in lines[0] and "chunks 4/4 (100%)" in lines[1] and "inst/s" in lines[1]
+
+
+def test_shard_and_distributed_options():
+    from ftcjax._src.errors import FTCInputError
+    from ftcjax.sweep.distributed import DistributedConfig, maybe_initialize, parse_shard, writer_share
+
+    assert parse_shard("3/16") == (3, 16)
+    for bad in ("16/16", "-1/4", "1", "a/b", "1/0"):
+        with pytest.raises(FTCInputError, match="--shard"):
+            parse_shard(bad)
+    # --shard i/n under P processes: writers i*P + p of n*P, all distinct
+    shares = {writer_share((i, 3), (p, 2)) for i in range(3) for p in range(2)}
+    assert shares == {(k, 6) for k in range(6)}
+    with pytest.raises(FTCInputError, match="--num-processes, --process-id"):
+        maybe_initialize(DistributedConfig("auto", coordinator="127.0.0.1:1"))
+    assert maybe_initialize(DistributedConfig("off")) == (0, 1)

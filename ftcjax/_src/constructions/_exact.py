@@ -95,8 +95,26 @@ def _relu_exact(h: np.ndarray) -> np.ndarray:
     return np.where(h > 0, h, _ZERO)
 
 
+def _as_fraction_array(a) -> np.ndarray:
+    return a if (isinstance(a, np.ndarray) and a.dtype == object) else to_fractions(a)
+
+
+def _exact_pass(layers, x):
+    """Exact forward pass; returns (activations entering each layer, (K, 1) output), Fractions.
+    (Integer numerators over a common denominator were tried: slower, the common denominators of
+    the U2 / 4N+4 weights become huge.)"""
+    h = _as_fraction_array(x)
+    acts = []
+    for li, (W, b) in enumerate(layers):
+        acts.append(h)
+        h = h.dot(_as_fraction_array(W).T) + _as_fraction_array(b)[None, :]
+        if li < len(layers) - 1:
+            h = _relu_exact(h)
+    return acts, h
+
+
 def forward_exact(layers, x) -> np.ndarray:
-    """Exact forward pass in rationals (object arrays of ``Fraction``).
+    """Exact forward pass in rationals.
 
     Args:
       layers: exact layers ``((W (out, in), b (out,)), ...)`` (object arrays of Fractions; float or
@@ -106,14 +124,22 @@ def forward_exact(layers, x) -> np.ndarray:
     Returns:
       (K,) object array of ``Fraction``.
     """
-    h = x if (isinstance(x, np.ndarray) and x.dtype == object) else to_fractions(x)
-    for li, (W, b) in enumerate(layers):
-        W = W if W.dtype == object else to_fractions(W)
-        b = b if b.dtype == object else to_fractions(b)
-        h = h.dot(W.T) + b[None, :]
-        if li < len(layers) - 1:
-            h = _relu_exact(h)
+    _, h = _exact_pass(layers, x)
     return h[:, 0]
+
+
+def _bound_from_pass(exact_layers, acts) -> np.ndarray:
+    K = acts[0].shape[0]
+    e = np.zeros((K, acts[0].shape[1]))     # inputs are exact floats
+    for (W, b), h in zip(exact_layers, acts):
+        absW = np.abs(to_float(W))
+        absb = np.abs(to_float(b))
+        absh = np.abs(to_float(h))
+        n = W.shape[1]
+        gamma = (n + 3) * _U / (1 - (n + 3) * _U)
+        mag = absh @ absW.T + absb[None, :]
+        e = e @ absW.T * (1 + _U) + gamma * mag * 1.01 + (e @ absW.T) * gamma
+    return e[:, 0] * (1 + 1e-6)
 
 
 def float_error_bound(exact_layers, x) -> np.ndarray:
@@ -125,24 +151,15 @@ def float_error_bound(exact_layers, x) -> np.ndarray:
     the activation magnitudes, which is what makes the 3-layer constructions fragile in float64.
     Magnitudes are evaluated in float64 from the exact activations with a safety factor.
 
+    Args:
+      exact_layers: exact layers in the shared format.
+      x: (K, d) inputs.
+
     Returns:
       (K,) float64 bounds.
     """
-    h_exact = x if (isinstance(x, np.ndarray) and x.dtype == object) else to_fractions(x)
-    K = h_exact.shape[0]
-    e = np.zeros((K, h_exact.shape[1]))     # inputs are exact floats
-    for li, (W, b) in enumerate(exact_layers):
-        absW = np.abs(to_float(W))
-        absb = np.abs(to_float(b))
-        absh = np.abs(to_float(h_exact))
-        n = W.shape[1]
-        gamma = (n + 3) * _U / (1 - (n + 3) * _U)
-        mag = absh @ absW.T + absb[None, :]
-        e = e @ absW.T * (1 + _U) + gamma * mag * 1.01 + (e @ absW.T) * gamma
-        h_exact = h_exact.dot(W.T) + b[None, :]
-        if li < len(exact_layers) - 1:
-            h_exact = _relu_exact(h_exact)
-    return e[:, 0] * (1 + 1e-6)
+    acts, _ = _exact_pass(exact_layers, x)
+    return _bound_from_pass(exact_layers, acts)
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -261,8 +278,9 @@ def project_exact(x: np.ndarray, rng: np.random.Generator, *, draws: int = 1,
 
 
 def prune(exact_layers):
-    """Drop hidden neurons that cannot affect the output: zero outgoing weights (iterated from the
-    top), then neurons with all-zero incoming weights and non-positive bias (ReLU output 0)."""
+    """Drop hidden neurons that do not need a ReLU: zero outgoing weights (iterated from the top),
+    and constant neurons (all-zero incoming weights), whose constant output relu(b) is folded into
+    the next layer's bias. The function computed is unchanged everywhere."""
     layers = [(np.array(W, dtype=object), np.array(b, dtype=object)) for W, b in exact_layers]
     changed = True
     while changed:
@@ -271,9 +289,11 @@ def prune(exact_layers):
             W, b = layers[li]
             Wn, bn = layers[li + 1]
             dead_out = np.all(Wn == 0, axis=0)
-            dead_in = np.all(W == 0, axis=1) & (b <= 0)
-            keep = ~(dead_out | dead_in)
+            const = np.all(W == 0, axis=1)
+            keep = ~(dead_out | const)
             if keep.sum() < len(keep):
+                for k in np.flatnonzero(const & ~dead_out):
+                    bn = bn + Wn[:, k] * max(b[k], _ZERO)
                 layers[li] = (W[keep], b[keep])
                 layers[li + 1] = (Wn[:, keep], bn)
                 changed = True
@@ -291,12 +311,12 @@ def finish(name: str, exact_layers, inst: Instance, bound: int, info: dict,
     layers = export_float(exact_layers)
     g_float = forward(layers, inst.x)
     float_err = float(np.max(np.abs(g_float - inst.z))) if len(inst.z) else 0.0
-    err_bound = float(np.max(float_error_bound(exact_layers, inst.x)))
+    acts, out = _exact_pass(exact_layers, inst.x)     # one exact pass: bound and verification
+    err_bound = float(np.max(_bound_from_pass(exact_layers, acts)))
     mags = [max((abs(v) for v in W.reshape(-1)), default=_ZERO) for W, _ in exact_layers]
     info = dict(info, max_abs_weight=[float(m) for m in mags])
     if check_exact:
-        g = forward_exact(exact_layers, inst.x)
-        bad = [i for i in range(len(g)) if g[i] != Fraction(float(inst.z[i]))]
+        bad = [i for i in range(len(inst.z)) if out[i, 0] != Fraction(float(inst.z[i]))]
         if bad:   # a bug, never a user error: the proofs say this cannot happen
             raise AssertionError(f"{name}: exact output misses z at samples {bad[:5]}")
     w = widths_of(exact_layers)

@@ -96,7 +96,7 @@ def deep_stacked(x, z, changed, *, L: int, rng, delta=1, rescale: bool = False, 
     # state: names of the carries in the current hidden layer -> column index; 'blk' offset
     n_blk = len(b1.alpha)
     cols = {"t": n_blk}          # carry positions in the current layer output
-    width_in = n_blk + 1
+    width_in = n_blk + 1         # block neurons come first in every layer, carries after them
     stage = ("l1", 0)            # current layer holds layer 1 of block 0
     hidden_done = 1
     while hidden_done < L - 1:
@@ -114,7 +114,6 @@ def deep_stacked(x, z, changed, *, L: int, rng, delta=1, rescale: bool = False, 
                     rows.append({cols[name]: _ONE})
                     bias.append(_ZERO)
             stage = ("l2", p)
-            n_blk = blk.V.shape[0]
         elif kind == "l2":            # current holds layer 2 of block p: output of p joins the sum
             blk = blocks[p]
             s_row = {j: blk.u[j] for j in range(len(blk.u))}
@@ -132,14 +131,12 @@ def deep_stacked(x, z, changed, *, L: int, rng, delta=1, rescale: bool = False, 
                 new_cols["s"] = len(rows)
                 rows.append(s_row); bias.append(s_bias)
                 stage = ("l1", p + 1)
-                n_blk = len(nb.alpha)
             else:                     # spare layer: carry the finished sum
                 new_cols = {"s": len(rows)}
                 rows.append(s_row); bias.append(s_bias)
                 if p + 1 < len(blocks):
                     raise AssertionError("ran out of layers before the last block")
                 stage = ("sum", p)
-                n_blk = 0
         else:                         # "sum": carry the finished sum through a spare layer
             rows, bias = [{cols["s"]: _ONE}], [_ZERO]
             new_cols = {"s": 0}

@@ -200,7 +200,12 @@ def ftc_memory_analysis(ftc, probs, widths, protocol) -> dict:
                               num_samples=probs.x.shape[1])
         per = n_dev * cfg.chunk
         Bp = -(-B // per) * per
-        lanes = F._build_lanes(probs, np.asarray(widths), keys, protocol, Bp)
+        import inspect
+
+        if "hyper" in inspect.signature(F._build_lanes).parameters:
+            lanes = F._build_lanes(probs, jnp.asarray(widths), keys, F._hyper(protocol), protocol.dtype, Bp)
+        else:
+            lanes = F._build_lanes(probs, np.asarray(widths), keys, protocol, Bp)
         lanes = jax.device_put(lanes, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(F._AXIS)))
         state = F._init_kernel(cfg, mesh, lanes)
         ma = F._segment_kernel.lower(cfg, mesh, state, lanes, jnp.int32(0)).compile().memory_analysis()
@@ -487,11 +492,18 @@ def bench_sweep(ftc, cfg):
     for key, val in sw.get("override", {}).items():
         text = re.sub(rf"(?m)^{key}\s*=\s*[^#\n]*", f"{key} = {val} ", text)
     spec = parse_spec(text, default_name="default")
-    recs: list = []
-    with tempfile.TemporaryDirectory() as d, harness.CompileCounter() as cc:
-        t0 = time.perf_counter()
-        run_sweep(spec, d, on_chunk=lambda c, r: recs.extend(r))
-        wall = time.perf_counter() - t0
+    runs = []
+    for label in ("cold", "warm"):
+        # Cold: the first sweep in this process (compiles included). Warm: the same sweep again into
+        # a fresh directory, every kernel already compiled: the steady state of a long sweep.
+        recs: list = []
+        with tempfile.TemporaryDirectory() as d, harness.CompileCounter() as cc:
+            t0 = time.perf_counter()
+            run_sweep(spec, d, on_chunk=lambda c, r, recs=recs: recs.extend(r))
+            runs.append({"run": label, "wall_s": time.perf_counter() - t0, "compile_s": cc.seconds,
+                         "compiles": cc.count, "records": recs})
+    wall, steady = runs[0]["wall_s"], runs[1]["wall_s"]
+    recs = runs[0]["records"]
     by_depth: dict = {}
     for r in recs:
         dep = int(r["cell"]["depth"])
@@ -518,10 +530,12 @@ def bench_sweep(ftc, cfg):
     trainings = sum(e["trainings"] for e in by_depth.values())
     steps = sum(e["steps"] for e in by_depth.values())
     kernel_s = sum(e["trainings"] / kernel[dep]["trainings_per_s"] for dep, e in by_depth.items())
-    steady = max(wall - cc.seconds, 1e-9)
+    same = [r["min_width"] for r in runs[0]["records"]] == [r["min_width"] for r in runs[1]["records"]]
     return {"spec": spec.to_dict(), "instances": len(recs), "trainings": trainings,
-            "optimizer_steps": steps, "wall_s": wall, "compile_s": cc.seconds, "compiles": cc.count,
-            "steady_s": steady, "trainings_per_s_wall": trainings / wall,
+            "optimizer_steps": steps, "wall_s": wall, "compile_s": runs[0]["compile_s"],
+            "compiles": runs[0]["compiles"], "steady_s": steady,
+            "warm_compiles": runs[1]["compiles"], "warm_run_same_answers": same,
+            "trainings_per_s_wall": trainings / wall,
             "trainings_per_s_steady": trainings / steady, "steps_per_s_steady": steps / steady,
             "by_depth": by_depth, "kernel": kernel, "kernel_seconds_for_same_trainings": kernel_s,
             "slowdown_steady": steady / kernel_s, "slowdown_wall": wall / kernel_s}
@@ -596,9 +610,9 @@ def summarize_targets(results) -> list[dict]:
             f"<= {TARGETS['memory_vs_model']}", worst <= TARGETS["memory_vs_model"])
     sw = results.get("sweep", {})
     if "slowdown_steady" in sw:
-        add("default sweep time / bare kernel time (compile excluded)", sw["slowdown_steady"],
+        add("default sweep time / bare kernel time (warm: compiled)", sw["slowdown_steady"],
             f"<= {TARGETS['search_vs_kernel']}", sw["slowdown_steady"] <= TARGETS["search_vs_kernel"], "x")
-        add("default sweep time / bare kernel time (wall, compile included)", sw["slowdown_wall"],
+        add("default sweep time / bare kernel time (cold: first run)", sw["slowdown_wall"],
             f"<= {TARGETS['search_vs_kernel']}", sw["slowdown_wall"] <= TARGETS["search_vs_kernel"], "x")
     rc = results.get("recompile", {})
     if rc:
@@ -727,7 +741,7 @@ def main(argv=None) -> dict:
             print_table(f"Default sweep (ftcjax/sweep/default.toml{', reduced' if cfg['sweep']['override'] else ''}): "
                         f"{sw['instances']} instances, {sw['trainings']} trainings, "
                         f"{sw['optimizer_steps']} optimizer steps",
-                        ["wall s", "compile s (n)", "steady s", "trainings/s steady", "bare kernel s",
+                        ["cold wall s", "compile s (n)", "warm wall s", "trainings/s warm", "bare kernel s",
                          "steady / kernel", "wall / kernel"],
                         [[f"{sw['wall_s']:.2f}", f"{sw['compile_s']:.2f} ({sw['compiles']})",
                           f"{sw['steady_s']:.2f}", fmt_rate(sw["trainings_per_s_steady"]),

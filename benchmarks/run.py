@@ -181,44 +181,63 @@ def _row(workload, impl, B, n, timing, *, sizes, K, steps, peak, extra=None):
     return row
 
 
-def ftc_memory_analysis(ftc, probs, widths, protocol) -> dict:
-    """XLA's compiled memory analysis of ftcjax's per-segment kernel (bytes, summed over devices).
+class SegmentSpy:
+    """Context manager recording the abstract arguments of ftcjax's per-segment kernel.
 
-    Reaches into ftcjax._src.fit (benchmark-only use of private names): the segment kernel is what
-    runs for the whole training, so its arguments (state + lanes), outputs and temporaries bound the
-    memory of a call. Returns ``{"xla_error": ...}`` if the internals changed.
+    Benchmark-only use of one private name (``ftcjax._src.fit._segment_kernel``, the jitted program
+    that runs the whole training): wrapped for the duration of a call, it records the shapes it was
+    called with, so :meth:`memory_analysis` can ask XLA what that program needs. If the name is gone
+    the spy records nothing and the analysis reports why.
     """
-    try:
+
+    def __init__(self):
+        self.captured = None
+        self._orig = None
+
+    def __enter__(self):
         import jax
-        import jax.numpy as jnp
-        from ftcjax._src import fit as F
 
-        B = probs.x.shape[0]
-        keys = jax.random.split(jax.random.key(0), B)
-        mesh = F._mesh(None)
-        n_dev = mesh.devices.size
-        cfg = F.static_config(protocol, bucket=int(np.max(widths)), in_dim=probs.x.shape[2],
-                              num_samples=probs.x.shape[1])
-        per = n_dev * cfg.chunk
-        Bp = -(-B // per) * per
-        import inspect
+        try:
+            from ftcjax._src import fit as F
+        except ImportError:
+            return self
+        self._F, self._orig = F, getattr(F, "_segment_kernel", None)
+        if self._orig is None:
+            return self
+        orig = self._orig
 
-        if "hyper" in inspect.signature(F._build_lanes).parameters:
-            lanes = F._build_lanes(probs, jnp.asarray(widths), keys, F._hyper(protocol), protocol.dtype, Bp)
-        else:
-            lanes = F._build_lanes(probs, np.asarray(widths), keys, protocol, Bp)
-        lanes = jax.device_put(lanes, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(F._AXIS)))
-        state = F._init_kernel(cfg, mesh, lanes)
-        ma = F._segment_kernel.lower(cfg, mesh, state, lanes, jnp.int32(0)).compile().memory_analysis()
-        # SPMD: the analysis is per device; every device runs the same partition.
-        out = {k: n_dev * int(getattr(ma, k)) for k in
-               ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
-                "temp_size_in_bytes")}
-        out["xla_total_bytes"] = (out["argument_size_in_bytes"] + out["output_size_in_bytes"]
-                                  - out["alias_size_in_bytes"] + out["temp_size_in_bytes"])
-        return out
-    except Exception as e:  # noqa: BLE001 - a report, not a failure
-        return {"xla_error": f"{type(e).__name__}: {e}"}
+        def spy(cfg, *args):
+            if self.captured is None:
+                self.captured = (cfg, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args))
+            return orig(cfg, *args)
+
+        F._segment_kernel = spy
+        return self
+
+    def __exit__(self, *exc):
+        if self._orig is not None:
+            self._F._segment_kernel = self._orig
+        return False
+
+    def memory_analysis(self) -> dict:
+        """XLA's compiled memory analysis (bytes), summed over the devices (one program each)."""
+        import jax
+
+        if self.captured is None:
+            return {"xla_error": "ftcjax._src.fit._segment_kernel was not called (internals changed?)"}
+        try:
+            cfg, args = self.captured
+            with jax.enable_x64(getattr(cfg, "dtype", "float32") == "float64"):
+                ma = self._orig.lower(cfg, *args).compile().memory_analysis()
+            n_dev = len(jax.local_devices())
+            out = {k: n_dev * int(getattr(ma, k)) for k in
+                   ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
+                    "temp_size_in_bytes")}
+            out["xla_total_bytes"] = (out["argument_size_in_bytes"] + out["output_size_in_bytes"]
+                                      - out["alias_size_in_bytes"] + out["temp_size_in_bytes"])
+            return out
+        except Exception as e:  # noqa: BLE001 - a report, not a failure
+            return {"xla_error": f"{type(e).__name__}: {e}"}
 
 
 def bench_ftcjax_batched(ftc, cfg, wl, name, sizes, peak, *, mem_model):
@@ -230,7 +249,7 @@ def bench_ftcjax_batched(ftc, cfg, wl, name, sizes, peak, *, mem_model):
     for B in wl["B"]:
         probs = _take(probs_all, B)
         widths = np.full((B,), wl["m"], np.int32)
-        with harness.CompileCounter() as cc:
+        with harness.CompileCounter() as cc, SegmentSpy() as spy:
             t0 = time.perf_counter()
             ftc_fit(ftc, probs, widths, warm_proto)  # compiles; a short budget keeps warm-up cheap
             first = time.perf_counter() - t0
@@ -246,7 +265,7 @@ def bench_ftcjax_batched(ftc, cfg, wl, name, sizes, peak, *, mem_model):
         big = B * cfg["steps"] * wl["K"] >= 64 * 1000 * 1000
         t = time_fn(call, warmup=0, reps=0 if big else 1, min_time=0 if big else cfg["min_time"])
         t.times.insert(0, first_rep)
-        xla_mem = ftc_memory_analysis(ftc, probs, widths, proto) if B >= cfg.get("xla_mem_min_B", 1) else {}
+        xla_mem = spy.memory_analysis() if B >= cfg.get("xla_mem_min_B", 1) else {}
         res = out["res"]
         steps_done = np.asarray(res.steps).reshape(-1)
         rows.append(_row(name, "ftcjax fit_batch", B, B, t, sizes=sizes, K=wl["K"], steps=cfg["steps"],
@@ -308,7 +327,41 @@ def _torch_threads(n):
     return old
 
 
-def bench_torch(cfg, wl, name, sizes, peak):
+def bench_torch_isolated(cfg, wl, name, sizes, peak):
+    """Run :func:`bench_torch` in a fresh Python process that never imports jax.
+
+    Same data (passed as .npz), same process-wide settings, but no XLA thread pools beside PyTorch's
+    OpenMP threads: on 2 shared cores that neighbourhood alone made eager PyTorch 10-40x slower.
+    """
+    import subprocess
+    import tempfile
+
+    n_data = max(max(wl["func_B"]), wl["eager"])
+    _, x, z = make_data(4, num=n_data, K=wl["K"], d=wl["d"], N=wl["N"])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        np.savez(tmp / "data.npz", x=x, z=z)
+        (tmp / "job.json").write_text(json.dumps({"cfg": cfg, "wl": wl, "name": name, "sizes": list(sizes),
+                                                  "peak": peak, "data": str(tmp / "data.npz"),
+                                                  "out": str(tmp / "rows.json")}, default=_json_default))
+        env = dict(os.environ)
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--torch-worker",
+                               str(tmp / "job.json")], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"torch worker failed:\n{proc.stderr[-3000:]}")
+        return json.loads((tmp / "rows.json").read_text())
+
+
+def _torch_worker(job_path) -> None:
+    job = json.loads(Path(job_path).read_text())
+    data = np.load(job["data"])
+    rows = bench_torch(job["cfg"], job["wl"], job["name"], tuple(job["sizes"]), job["peak"],
+                       data=(data["x"], data["z"]))
+    Path(job["out"]).write_text(json.dumps(rows, default=_json_default))
+    assert "jax" not in sys.modules, "the torch worker must not import jax"
+
+
+def bench_torch(cfg, wl, name, sizes, peak, data=None):
     """PyTorch eager (one instance at a time) and torch.func ensembling at every func_B.
 
     Both run with PyTorch's default thread count (what users get) and eager also with one thread:
@@ -320,8 +373,11 @@ def bench_torch(cfg, wl, name, sizes, peak):
     from benchmarks import torch_reference as tref
 
     rows = []
-    n_data = max(max(wl["func_B"]), wl["eager"])
-    _, x, z = make_data(4, num=n_data, K=wl["K"], d=wl["d"], N=wl["N"])
+    if data is None:
+        n_data = max(max(wl["func_B"]), wl["eager"])
+        _, x, z = make_data(4, num=n_data, K=wl["K"], d=wl["d"], N=wl["N"])
+    else:
+        x, z = data
     kw = dict(sizes=sizes, steps=cfg["steps"], learning_rate=cfg["learning_rate"],
               schedule=cfg["schedule"])
     default_threads = torch.get_num_threads()
@@ -639,9 +695,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--devices", type=int, default=None,
                     help="XLA host devices (default: CPU count; only effective before jax starts)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+    ap.add_argument("--torch-in-process", action="store_true",
+                    help="run the PyTorch rows in this process (default: a fresh process without jax)")
+    ap.add_argument("--torch-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--only", default=None,
                     help="comma list of sections: W1,W2,scale,W3,sweep,recompile (default all)")
     args = ap.parse_args(argv)
+    if args.torch_worker:
+        _torch_worker(args.torch_worker)
+        return {}
     cfg = QUICK if args.quick else FULL
     sections = set((args.only or "W1,W2,scale,W3,sweep,recompile").split(","))
 
@@ -686,7 +748,8 @@ def main(argv=None) -> dict:
             rows += bench_ftcjax_loop(ftc, cfg, wl, name, sizes, P)
         rows += bench_prototype(cfg, wl, name, sizes, P)
         if have_torch:
-            rows += bench_torch(cfg, wl, name, sizes, P)
+            rows += (bench_torch(cfg, wl, name, sizes, P) if args.torch_in_process
+                     else bench_torch_isolated(cfg, wl, name, sizes, P))
         results[name] = rows
         print_workload(name, rows, spec)
         mem = [r for r in rows if r["impl"] == "ftcjax fit_batch"]

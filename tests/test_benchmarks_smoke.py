@@ -37,11 +37,8 @@ def _ftc_and_init(probs, width, depth, steps, schedule, dtype):
     protocol = ftcjax.Protocol(depth=depth, learning_rate=2e-2, schedule=schedule, steps=steps,
                                segment=max(1, steps // 2), restarts=1, criterion="strict",
                                tol=1e-12, dtype=dtype)
-    # ftcjax's float64 init compares an int64 arange with an int32 width (networks.init_mlp), which
-    # conftest's strict promotion rejects; standard promotion here keeps this test about the benchmark.
-    with jax.numpy_dtype_promotion("standard"):
-        res = ftcjax.fit_batch(probs, np.full((num,), width), keys=keys, protocol=protocol)
-    with jax.enable_x64(dtype == "float64"), jax.numpy_dtype_promotion("standard"):
+    res = ftcjax.fit_batch(probs, np.full((num,), width), keys=keys, protocol=protocol)
+    with jax.enable_x64(dtype == "float64"):
         inits = [ftcjax.to_layers(ftcjax.init_mlp(keys[i], width, in_dim=d, depth=depth, bucket=width,
                                                   dtype=jnp.dtype(dtype)), width, depth=depth)
                  for i in range(num)]

@@ -170,7 +170,9 @@ class CompileCounter(contextlib.AbstractContextManager):
 
     Uses jax's monitoring events: ``backend_compile_duration`` (one per XLA compilation not served
     from a cache; ``count`` and ``durations``) plus the tracing and lowering events that precede it
-    (``seconds`` sums all three: the whole price of a cache miss).
+    (``seconds`` sums all three: the whole price of a cache miss). The sum is CPU time: compilations
+    running in parallel threads (ftcjax compiles one program per device) each add their own, and a
+    trace nested in another trace counts in both, so it can exceed the wall time.
     """
 
     BACKEND = "/jax/core/compile/backend_compile_duration"

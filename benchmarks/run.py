@@ -385,9 +385,14 @@ def bench_torch(cfg, wl, name, sizes, peak, data=None):
     losses = []
 
     def eager():
+        # At most wl["eager"] instances, and no more once 20 s are spent (a busy machine can make the
+        # multi-threaded eager loop 10-40x slower); the row records how many ran.
         losses.clear()
+        t0 = time.perf_counter()
         for i in range(wl["eager"]):
             losses.append(tref.train_eager(x[i], z[i], **kw, seed=i))
+            if time.perf_counter() - t0 > 20.0:
+                break
 
     for nt in thread_settings:
         old = _torch_threads(nt)
@@ -396,7 +401,7 @@ def bench_torch(cfg, wl, name, sizes, peak, data=None):
             t = time_fn(eager, warmup=0, reps=1)
         finally:
             _torch_threads(old)
-        rows.append(_row(name, f"PyTorch eager, one at a time ({nt} thr)", 1, wl["eager"], t,
+        rows.append(_row(name, f"PyTorch eager, one at a time ({nt} thr)", 1, len(losses), t,
                          sizes=sizes, K=wl["K"], steps=cfg["steps"], peak=peak,
                          extra={"final_mse_mean": float(np.mean(losses)), "torch_threads": nt}))
     func_runs = [(B, default_threads) for B in wl["func_B"]]

@@ -871,6 +871,9 @@ def main(argv=None) -> dict:
     targets = summarize_targets(results)
     results["target_summary"] = targets
     if targets:
+        if cfg["mode"] == "quick":
+            print("\n(quick mode: tiny sizes and few steps; the target verdicts below only show the "
+                  "report works, run without --quick for real numbers)")
         print_table("Targets (reported, not asserted)", ["target", "value", "goal", "met"],
                     [[t["target"], f"{t['value']:.3g}{t['unit']}" if isinstance(t["value"], float)
                       else t["value"], t["goal"], "yes" if t["met"] else "NO"] for t in targets])

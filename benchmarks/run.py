@@ -725,6 +725,22 @@ def summarize_targets(results) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------
 
 
+def _guard(results, label, fn, default):
+    """Run one section; on an exception print it, record it under results["errors"], go on.
+
+    A change in ftcjax must cost one section of the table, not the whole run and its JSON.
+    """
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - reported, never swallowed silently
+        import traceback
+
+        msg = f"{type(e).__name__}: {e}"
+        print(f"\n!! section {label} failed: {msg}")
+        results.setdefault("errors", {})[label] = traceback.format_exc()[-4000:]
+        return default
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (seconds)")
@@ -780,14 +796,16 @@ def main(argv=None) -> dict:
                 f"{cfg['steps']} Adam steps, {cfg['schedule']} lr {cfg['learning_rate']}, float32")
         rows = []
         if ftc is not None:
-            rows += bench_ftcjax_batched(ftc, cfg, wl, name, sizes, P,
-                                         mem_model=model_bytes_fn(sizes, wl["K"], wl["d"]))
-            rows += bench_ftcjax_chunk_variant(ftc, cfg, wl, name, sizes, P)
-            rows += bench_ftcjax_loop(ftc, cfg, wl, name, sizes, P)
-        rows += bench_prototype(cfg, wl, name, sizes, P)
+            rows += _guard(results, f"{name} ftcjax batched", lambda: bench_ftcjax_batched(
+                ftc, cfg, wl, name, sizes, P, mem_model=model_bytes_fn(sizes, wl["K"], wl["d"])), [])
+            rows += _guard(results, f"{name} ftcjax chunk variant",
+                           lambda: bench_ftcjax_chunk_variant(ftc, cfg, wl, name, sizes, P), [])
+            rows += _guard(results, f"{name} ftcjax loop", lambda: bench_ftcjax_loop(ftc, cfg, wl, name, sizes, P), [])
+        rows += _guard(results, f"{name} yardstick", lambda: bench_prototype(cfg, wl, name, sizes, P), [])
         if have_torch:
-            rows += (bench_torch(cfg, wl, name, sizes, P) if args.torch_in_process
-                     else bench_torch_isolated(cfg, wl, name, sizes, P))
+            rows += _guard(results, f"{name} torch", lambda: (
+                bench_torch(cfg, wl, name, sizes, P) if args.torch_in_process
+                else bench_torch_isolated(cfg, wl, name, sizes, P)), [])
         results[name] = rows
         print_workload(name, rows, spec)
         mem = [r for r in rows if r["impl"] == "ftcjax fit_batch"]
@@ -805,7 +823,7 @@ def main(argv=None) -> dict:
 
     if ftc is not None and "scale" in sections:
         wl = cfg["W1"]
-        rows = bench_scaling(ftc, cfg, "W1", wl, P)
+        rows = _guard(results, "scaling", lambda: bench_scaling(ftc, cfg, "W1", wl, P), [])
         results["scaling"] = rows
         print_table(f"W1 scaling at B={cfg['scale']['B']} (time per training should grow ~linearly in K "
                     "and m)", ["axis", "K", "m", "ms/training", "of peak"],
@@ -814,7 +832,7 @@ def main(argv=None) -> dict:
 
     if ftc is not None and "W3" in sections:
         wl3 = cfg["W3"]
-        s = bench_search(ftc, cfg, wl3, cfg["W1"], P)
+        s = _guard(results, "W3", lambda: bench_search(ftc, cfg, wl3, cfg["W1"], P), {"skipped": "failed"})
         # Kernel throughput at the same sizes (optimizer steps per second, the fair unit when runs
         # stop early): the best W1 ftcjax row if its K matches, in steps.
         k = _best([r for r in results.get("W1", []) if r["B"] >= 16], "ftcjax fit_batch")
@@ -841,7 +859,7 @@ def main(argv=None) -> dict:
             print(f"\nW3: {s.get('skipped')}")
 
     if ftc is not None and "sweep" in sections:
-        sw = bench_sweep(ftc, cfg)
+        sw = _guard(results, "sweep", lambda: bench_sweep(ftc, cfg), {"skipped": "failed"})
         results["sweep"] = sw
         if "skipped" in sw:
             print(f"\nsweep: {sw['skipped']}")
@@ -861,7 +879,7 @@ def main(argv=None) -> dict:
                       f"{sw['by_depth'][dep]['trainings']} trainings at depth {dep}")
 
     if ftc is not None and "recompile" in sections:
-        rc = bench_recompile(ftc, cfg, cfg["W1"])
+        rc = _guard(results, "recompile", lambda: bench_recompile(ftc, cfg, cfg["W1"]), {})
         results["recompile"] = rc
         print_table("Compilation: a second sweep cell must not recompile",
                     ["call", "seconds", "compiles", "compile s", "kernel recompiled"],

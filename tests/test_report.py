@@ -219,3 +219,14 @@ def test_cells_outside_the_theory_regime_are_flagged():
     g = build_report(recs, n_boot=50).groups[0]
     assert g.saturated_cells == (32.0,)  # 3 * 32 + 2 > 40
     assert any("K < 3N+2 at N=32" in f for f in g.flags)
+
+
+def test_heavily_censored_fit_is_marked_unreliable():
+    recs = synthetic_records(Ns=[10, 40, 160, 640], criterion="strict", replicates=4, widths=range(1, 49))
+    rep = build_report(recs, n_boot=20)
+    assert rep.groups[0].unreliable is False  # 4/16 censored: exactly a quarter
+    recs2 = synthetic_records(Ns=[10, 40, 160, 640], criterion="strict", replicates=4, widths=range(1, 30))
+    rep2 = build_report(recs2, n_boot=20)
+    g = rep2.groups[0]
+    assert g.n_censored > 4 and g.unreliable and any(f.startswith("UNRELIABLE") for f in g.flags)
+    assert "(!)" in format_report(rep2)

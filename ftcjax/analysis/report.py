@@ -56,10 +56,18 @@ class GroupReport:
         return None if self.fit is None else self.fit.covers(self.theory)
 
     @property
+    def unreliable(self) -> bool:
+        """More than a quarter of the group censored: the surviving instances are a biased sample."""
+        return self.fit is not None and self.n_censored > 0.25 * self.n_instances
+
+    @property
     def flags(self) -> list:
         """Plain-language warnings a reader must see next to the estimate."""
         out = []
         x = self.over
+        if self.unreliable:
+            out.append(f"UNRELIABLE fit: {self.n_censored}/{self.n_instances} instances censored "
+                       f"(a fit over the measured ones describes the easy instances only)")
         if self.trivial_cells:
             out.append(f"trivial (g=0 passes) at {x}=" + _nlist(self.trivial_cells) + ": excluded from fit")
         if self.partly_trivial_cells:
@@ -289,7 +297,8 @@ _SUMMARY_HEAD = ["group", "{x}", "inst", "used", "cens", "triv", "slope", "CI", 
 def _summary_row(g: GroupReport, r: dict) -> list:
     ci = "-" if r["ci_low"] is None else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
     sq = "-" if g.sqrt_fit is None else f"{g.sqrt_fit.a:.2f} sqrt(N) {g.sqrt_fit.b:+.1f}"
-    return [g.label, r[f"{g.over}_range"], r["instances"], r["used"], r["censored"], r["trivial"], _f(r["slope"]),
+    slope = _f(r["slope"]) + (" (!)" if g.unreliable else "")
+    return [g.label, r[f"{g.over}_range"], r["instances"], r["used"], r["censored"], r["trivial"], slope,
             ci, _f(r["theil_sen"]), "-" if g.theory is None else f"{g.theory:g}", _covers(g),
             r["local_slopes"] or "-", sq]
 

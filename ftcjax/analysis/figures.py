@@ -214,10 +214,12 @@ def fig_paper9(records: Sequence[dict]) -> Optional[Figure]:
             ax.axvspan(xe[0], right, facecolor="none", edgecolor="red", hatch="//", lw=1.5,
                        label="g = 0 already passes (trivial)")
         fit_mask = np.isfinite(curve) & ~np.isin(Ns, triv if crit == "paper" else [])
-        if fit_mask.sum() >= 1:
+        if fit_mask.sum() >= 3:  # a one- or two-point "fit" would only extrapolate
             c = float(np.sum(curve[fit_mask] * np.sqrt(Ns[fit_mask])) / np.sum(Ns[fit_mask]))
             nn = np.linspace(Ns.min(), Ns.max(), 200)
             ax.plot(nn, c * np.sqrt(nn), color="orange", lw=1.5, ls="--", label=f"fit {c:.2f} sqrt(N)")
+        ax.set_xlim(xe[0], xe[-1])
+        ax.set_ylim(ye[0], ye[-1])
         ax.set_xlabel(LABEL_N)
         ax.set_ylabel(LABEL_HEAT_M)
         ax.set_title(title, fontsize=10)

@@ -275,6 +275,10 @@ def _group_line(ax, recs, label_prefix, color, *, over="N", fit=True):
         except FTCInputError:
             label += ": no fit"
     ok = np.isfinite(med) & (med > 0)
+    zero = np.isfinite(med) & (med == 0)
+    if zero.any() and ax.get_yscale() == "linear":
+        # g = 0 passes in most instances: no neuron needed (a log axis cannot show these)
+        ax.plot(xv[zero], med[zero], "x", color=color, ms=8, ls="none", label="  median 0: g = 0 passes (trivial)")
     ax.plot(xv[ok], med[ok], "o-", color=color, label=label, ms=4)
     band = np.isfinite(q1) & np.isfinite(q3) & (q1 > 0)
     if band.any():
@@ -377,12 +381,24 @@ def fig_width_vs_K(records: Sequence[dict]) -> Optional[Figure]:
     show = _rec.varying_axes(groups)
     for ax, depth in zip(axes, depths):
         gs = [(k, v) for k, v in groups.items() if int(dict(k).get("depth", 0)) == depth]
+        ax.set_xscale("log")
         for i, (k, v) in enumerate(gs):
             _group_line(ax, v, _rec.group_label(k, skip=("depth",), show=show),
                         colors[i % len(colors)], over="K", fit=False)
             used += v
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        # what provably suffices for EVERY instance, whatever K (K-independent constructions)
+        from ftcjax import bounds as b
+
+        for n in sorted({int(dict(k)["N"]) for k, _ in gs}):
+            if depth == 2:
+                ax.axhline(3 * n + 1, ls="--", color="0.3", lw=1,
+                           label=f"3N+1 = {3 * n + 1}: Thm 4.4 construction suffices for any K (N={n})")
+            elif depth == 3:
+                ax.axhline(b.tooth_neurons(n), ls="--", color="0.3", lw=1,
+                           label=f"{b.tooth_neurons(n)}: tooth construction suffices for any K (N={n})")
+        for axis in (ax.xaxis,):
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         ax.set_xlabel(LABEL_K)
         ax.set_ylabel(LABEL_M)
         ax.set_title(f"{depth}-layer g: does the width depend on K at fixed N?", fontsize=10)

@@ -230,7 +230,9 @@ def _cell_rows(g: GroupReport) -> list:
     for c in g.cells:
         med = _f(c.median, 1) if c.median is not None else (
             f">={c.median_lower:g}" if c.median_lower is not None else ">ceiling")
-        iqr = f"{_f(c.q25, 1)}-{_f(c.q75, 1)}"
+        # a quartile on a censored instance is only known to exceed the ceiling
+        hi = _f(c.q75, 1) if c.q75 is not None else "cens"
+        iqr = "-" if c.q25 is None else f"{_f(c.q25, 1)}-{hi}"
         flag = []
         if c.n_trivial == c.n:
             flag.append("TRIVIAL")

@@ -134,6 +134,7 @@ def test_convergence_comparison_counts_moved_widths(tmp_path):
     comp = compare_records(a, b)
     assert comp.n_paired == 8 and comp.n_moved == 2 and comp.n_down == 1 and comp.n_censoring_changed == 1
     assert "2/8 minimal widths moved" in comp.summary_lines()[0]
+    assert comp.median_ratio == 1.0  # 6 of the 7 pairs measured in both runs did not move
     assert "not yet measurements of capacity" in comp.summary_lines()[0]
     # the report picks up the sibling DIR-x2 automatically and prints the comparison
     run = _write_run(tmp_path, a, "conv")

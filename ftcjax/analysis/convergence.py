@@ -25,6 +25,8 @@ import sys
 import tomllib
 from typing import Optional, Sequence
 
+import numpy as np
+
 from ftcjax._src.errors import FTCInputError
 
 __all__ = ["doubled_spec_dict", "doubled_spec_text", "dump_toml", "Comparison", "compare_records",
@@ -154,6 +156,7 @@ class Comparison:
     per_group: dict
     label_a: str = "A"
     label_b: str = "B"
+    median_ratio: Optional[float] = None  # median of width_b / width_a over pairs measured in both
 
     @property
     def n_moved(self) -> int:
@@ -169,7 +172,9 @@ class Comparison:
                    f"{self.n_moved} widths still move: they are not yet measurements of capacity")
         out = [f"convergence ({self.label_b} = 2x steps and restarts vs {self.label_a}): "
                f"{self.n_moved}/{self.n_paired} minimal widths moved ({100 * frac:.1f}%; "
-               f"{self.n_down} down, {self.n_up} up, {self.n_censoring_changed} censoring changed); {verdict}."]
+               f"{self.n_down} down, {self.n_up} up, {self.n_censoring_changed} censoring changed"
+               + ("" if self.median_ratio is None else f"; median width ratio B/A {self.median_ratio:.2f}")
+               + f"); {verdict}."]
         for g, (n, k) in self.per_group.items():
             if k:
                 out.append(f"  moved in {g}: {k}/{n}")
@@ -213,9 +218,13 @@ def compare_records(recs_a: Sequence[dict], recs_b: Sequence[dict], *, ignore: S
                 up += 1
             m += 1
         per_group[glabel] = (n + 1, m)
+    ratios = [b[k]["min_width"] / a[k]["min_width"] for k in both
+              if not a[k].get("censored") and not b[k].get("censored")
+              and (a[k].get("min_width") or 0) > 0 and (b[k].get("min_width") or 0) > 0]
     return Comparison(n_paired=len(both), n_only_a=len(a) - len(both), n_only_b=len(b) - len(both),
                       moved=tuple(moved), n_down=down, n_up=up, n_censoring_changed=cens,
-                      per_group=per_group, label_a=label_a, label_b=label_b)
+                      per_group=per_group, label_a=label_a, label_b=label_b,
+                      median_ratio=float(np.median(ratios)) if ratios else None)
 
 
 def compare_runs(dir_a: str, dir_b: str, *, ignore: Sequence[str] = _IGNORED) -> Comparison:

@@ -22,7 +22,8 @@ __all__ = ["construction_counts"]
 
 
 def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances: int = 2000,
-                        projection_seed: int = 0, max_exact_K: int = 200) -> Optional[dict]:
+                        projection_seed: int = 0, max_exact_K: int = 200,
+                        max_exact_builds: int = 64) -> Optional[dict]:
     """{instance_id: {"thm44": int, "slab": int} (2-layer) or {"tooth": int} (3-layer)}.
 
     Counts are the hidden ReLUs of the constructions of :mod:`ftcjax.constructions` built on the
@@ -47,6 +48,7 @@ def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances:
     from ftcjax import constructions as C
 
     out = {}
+    n_exact = 0
     insts = [Instance(dict(r["cell"]), int(r.get("replicate", 0))) for r in records]
     pkeys, _ = instance_keys(seed, insts)
     for i, (rec, inst) in enumerate(zip(records, insts)):
@@ -70,9 +72,12 @@ def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances:
             counts["slab"] = _count(C.two_layer_slab, x, z, changed, projection_seed)
         else:
             # the exact rational tooth build costs ~0.4 s at K = 100 but ~15 s at K = 1000; its count
-            # does not depend on the instance (only on N), so large K uses the closed form
+            # does not depend on the instance (only on N), so large K (and any instance beyond the
+            # first max_exact_builds) uses the closed form
+            exact = K <= max_exact_K and n_exact < max_exact_builds
+            n_exact += exact
             counts["tooth"] = (_count(C.tooth, x, z, changed, projection_seed, rescale=True)
-                               if K <= max_exact_K else int(b.tooth_neurons(N)))
+                               if exact else int(b.tooth_neurons(N)))
         out[rec["instance_id"]] = counts
     return out
 

@@ -414,7 +414,8 @@ def fig_width_vs_K(records: Sequence[dict]) -> Optional[Figure]:
 
 def fig_distribution(records: Sequence[dict], *, max_groups: int = 8) -> Optional[Figure]:
     """Per-instance minimal widths per N cell, one panel per group (first ``max_groups``)."""
-    groups = list(_rec.group_records(records, over="N").items())[:max_groups]
+    all_groups = list(_rec.group_records(records, over="N").items())
+    groups = all_groups[:max_groups]
     if not groups:
         return None
     ncol = min(2, len(groups))
@@ -459,7 +460,9 @@ def fig_distribution(records: Sequence[dict], *, max_groups: int = 8) -> Optiona
     for ax in axes[len(groups):]:
         ax.set_axis_off()
     fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
-    _add_caption(fig, _caption(used, "black bar: median over all instances (censored counted above the ceiling)"))
+    shown = "" if len(all_groups) <= max_groups else f"; first {max_groups} of {len(all_groups)} groups shown"
+    _add_caption(fig, _caption(used, "black bar: median over all instances (censored counted above the ceiling)"
+                                     + shown))
     return fig
 
 

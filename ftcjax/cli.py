@@ -125,6 +125,17 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--format", default="table", help="table, markdown or csv (default table)")
     rp.add_argument("--output", metavar="PATH", help="write here instead of stdout")
 
+    cv = sub.add_parser(
+        "convergence", formatter_class=_formatter, add_help=False,
+        help="re-search the same instances with 2x steps and restarts; count widths that moved",
+        description="Convergence check of the measurement: 'double SPEC OUT' writes the spec with twice "
+                    "the steps and restarts (same instances); 'compare DIR_A DIR_B' counts the minimal "
+                    "widths that moved. `ftcjax report DIR` also finds DIR-x2 by itself.",
+        epilog="examples:\n  ftcjax convergence double sweeps/default.toml runs/default-x2.toml\n"
+               "  ftcjax run runs/default-x2.toml --out runs/default-x2\n"
+               "  ftcjax convergence compare runs/default runs/default-x2")
+    cv.add_argument("args", nargs=argparse.REMAINDER, help="double SPEC OUT [--only AXIS=V] | compare DIR_A DIR_B [--json]")
+
     f = sub.add_parser("figures", formatter_class=_formatter, help="draw the figures of a run",
                        description="Write every figure the stored results allow (PNG and PDF).",
                        epilog="example:\n  ftcjax figures runs/default --out figs/")
@@ -273,7 +284,13 @@ def _cmd_figures(args) -> int:
     return int(figures_command(args.dir, out=args.out))
 
 
-_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "status": _cmd_status, "export": _cmd_export,
+def _cmd_convergence(args) -> int:
+    from ftcjax.analysis.convergence import main as convergence_main
+
+    return int(convergence_main(args.args or ["--help"]))
+
+
+_COMMANDS = {"convergence": _cmd_convergence, "run": _cmd_run, "validate": _cmd_validate, "status": _cmd_status, "export": _cmd_export,
              "report": _cmd_report, "figures": _cmd_figures}
 
 

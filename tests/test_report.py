@@ -125,10 +125,13 @@ def test_report_command_on_stored_run(tmp_path, records, capsys):
 def test_convergence_comparison_counts_moved_widths(tmp_path):
     a = synthetic_records(Ns=[10, 40], replicates=4, seed=0)
     b = json.loads(json.dumps(a))
-    for r in b:  # the 2x run: other steps/restarts in the cell, same instances
+    for r in b:  # the 2x run: other steps/restarts in the cell and protocol, same instances
         r["cell"]["steps"] = 4000
         r["cell"]["restarts"] = 8
-    a = [dict(r, cell=dict(r["cell"], steps=2000, restarts=4)) for r in a]
+        r["protocol"] = dict(r.get("protocol", {}), steps=4000, restarts=8)
+    a = [dict(r, cell=dict(r["cell"], steps=2000, restarts=4),
+              protocol=dict(r.get("protocol", {}), steps=2000, restarts=4)) for r in a]
+    b_unmoved = json.loads(json.dumps(b))
     b[0]["min_width"] -= 3                      # moved down
     b[1]["min_width"], b[1]["censored"] = None, True  # became censored
     comp = compare_records(a, b)
@@ -142,8 +145,14 @@ def test_convergence_comparison_counts_moved_widths(tmp_path):
     buf = tmp_path / "rep.txt"
     assert report_command(run, output=str(buf)) == 0
     assert "2/8 minimal widths moved" in buf.read_text()
+    assert "steps x2, restarts x2" in comp.summary_lines()[0]
+    for ra, rb in zip(a, b_unmoved):
+        rb["min_width"], rb["censored"] = ra["min_width"], ra["censored"]
+    unmoved = compare_records(a, b_unmoved)
+    assert unmoved.n_moved == 0 and "converged" in unmoved.summary_lines()[0]
+    # a run compared with itself is a repeatability check, never reported as converged
     same = compare_records(a, a)
-    assert same.n_moved == 0 and "converged" in same.summary_lines()[0]
+    assert same.n_moved == 0 and "not a convergence check" in same.summary_lines()[0]
 
 
 def test_doubled_spec_doubles_steps_and_restarts_only():

@@ -157,6 +157,7 @@ class Comparison:
     label_a: str = "A"
     label_b: str = "B"
     median_ratio: Optional[float] = None  # median of width_b / width_a over pairs measured in both
+    budget_ratio: tuple = (None, None)  # (steps B / A, restarts B / A) read from the paired records
 
     @property
     def n_moved(self) -> int:
@@ -167,10 +168,17 @@ class Comparison:
             return [f"convergence: no instance of {self.label_a} was found in {self.label_b} "
                     "(different seeds or grids?): nothing compared"]
         frac = self.n_moved / self.n_paired
-        verdict = ("no minimal width moved: the widths are converged for this protocol family"
-                   if self.n_moved == 0 else
-                   f"{self.n_moved} widths still move: they are not yet measurements of capacity")
-        out = [f"convergence ({self.label_b} = 2x steps and restarts vs {self.label_a}): "
+        steps, restarts = self.budget_ratio
+        if steps is not None and restarts is not None and steps <= 1 and restarts <= 1:
+            # Same budget on both sides: a repeatability check, which says nothing about convergence.
+            verdict = (f"{self.label_b} has no larger budget than {self.label_a} "
+                       f"(steps x{steps:g}, restarts x{restarts:g}): this is not a convergence check")
+        elif self.n_moved == 0:
+            verdict = "no minimal width moved: the widths are converged for this protocol family"
+        else:
+            verdict = f"{self.n_moved} widths still move: they are not yet measurements of capacity"
+        budget = ("larger budget" if steps is None else f"steps x{steps:g}, restarts x{restarts:g}")
+        out = [f"convergence ({self.label_b} = {budget} vs {self.label_a}): "
                f"{self.n_moved}/{self.n_paired} minimal widths moved ({100 * frac:.1f}%; "
                f"{self.n_down} down, {self.n_up} up, {self.n_censoring_changed} censoring changed"
                + ("" if self.median_ratio is None else f"; median width ratio B/A {self.median_ratio:.2f}")
@@ -221,10 +229,16 @@ def compare_records(recs_a: Sequence[dict], recs_b: Sequence[dict], *, ignore: S
     ratios = [b[k]["min_width"] / a[k]["min_width"] for k in both
               if not a[k].get("censored") and not b[k].get("censored")
               and (a[k].get("min_width") or 0) > 0 and (b[k].get("min_width") or 0) > 0]
+    def budget(name):
+        vals = [float(b[k]["protocol"][name]) / float(a[k]["protocol"][name]) for k in both
+                if name in a[k].get("protocol", {}) and name in b[k].get("protocol", {})]
+        return float(np.median(vals)) if vals else None
+
     return Comparison(n_paired=len(both), n_only_a=len(a) - len(both), n_only_b=len(b) - len(both),
                       moved=tuple(moved), n_down=down, n_up=up, n_censoring_changed=cens,
                       per_group=per_group, label_a=label_a, label_b=label_b,
-                      median_ratio=float(np.median(ratios)) if ratios else None)
+                      median_ratio=float(np.median(ratios)) if ratios else None,
+                      budget_ratio=(budget("steps"), budget("restarts")))
 
 
 def compare_runs(dir_a: str, dir_b: str, *, ignore: Sequence[str] = _IGNORED) -> Comparison:

@@ -5,8 +5,10 @@ Rule (trainability need not be monotone in the width, so the rule is stated, not
 * A *probe* trains ``restarts`` runs of one instance at one width; the width *succeeds* when at least
   ``protocol.min_successes`` runs meet the decision criterion.
 * ``strategy="bisect"``: first probe the largest candidate. If it fails the instance is **censored**
-  (``min_width = None``; the width is only known to exceed the range, it is never reported as the
-  bound). Otherwise bisect over the sorted candidates keeping the invariant "``hi`` succeeded, every
+  (``min_width = None``; never reported as the bound). Under monotone trainability its width exceeds
+  the range; without it, a smaller width may still train (measured on W1-like instances with the
+  relative criterion: 6 of 16 failed at the top although a smaller width trained, see
+  benchmarks/README.md); ``strategy="grid"`` tells the two apart. Otherwise bisect over the sorted candidates keeping the invariant "``hi`` succeeded, every
   candidate below ``lo`` failed"; the result is a candidate that succeeded while the next smaller
   candidate failed (or the smallest candidate). Under monotone trainability it is the minimal width;
   without it, it is a success/failure transition and bisection cannot see more.

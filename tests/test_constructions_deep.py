@@ -12,14 +12,9 @@ from ftcjax._src.constructions._exact import forward, forward_exact
 from ftcjax._src.constructions.deep import deep_stacked, deep_width_bound
 from ftcjax._src.errors import FTCInputError
 from ftcjax._src.worst_case import worst_case_two_layer
+from instances import random_instance
 
 
-def random_instance(rng, K, d, N):
-    x = rng.standard_normal((K, d))
-    changed = np.zeros(K, dtype=bool)
-    changed[rng.choice(K, N, replace=False)] = True
-    z = np.where(changed, rng.uniform(-1, 1, K), 0.0)
-    return x, z, changed
 
 
 def assert_exact(c, x, z, L):

@@ -20,14 +20,9 @@ from ftcjax._src.constructions.three_layer import (three_layer_4n4, three_layer_
                                                    tooth_split)
 from ftcjax._src.errors import FTCInputError
 from ftcjax._src.worst_case import alternating_turns, min_breakpoints, worst_case_two_layer
+from instances import random_instance
 
 
-def random_instance(rng, K, d, N, *, zmax=1.0):
-    x = rng.standard_normal((K, d))
-    changed = np.zeros(K, dtype=bool)
-    changed[rng.choice(K, N, replace=False)] = True
-    z = np.where(changed, rng.uniform(-zmax, zmax, K), 0.0)
-    return x, z, changed
 
 
 def assert_exact(c, x, z):

@@ -16,16 +16,11 @@ from ftcjax._src.constructions._exact import forward, forward_exact, to_fraction
 from ftcjax._src.constructions.two_layer import magnitude, two_layer_slab, two_layer_thm44
 from ftcjax._src.errors import FTCInputError
 from ftcjax._src.worst_case import alternating_turns, min_breakpoints, worst_case_two_layer
+from instances import random_instance
 
 U = 2.0 ** -53
 
 
-def random_instance(rng, K, d, N, *, zmax=1.0):
-    x = rng.standard_normal((K, d))
-    changed = np.zeros(K, dtype=bool)
-    changed[rng.choice(K, N, replace=False)] = True
-    z = np.where(changed, rng.uniform(-zmax, zmax, K), 0.0)
-    return x, z, changed
 
 
 def assert_fits(c, x, z, meaningful=True):

@@ -13,6 +13,8 @@ True
 from ftcjax._src.criteria import CRITERIA, passed, residual_stats, trivially_satisfied
 from ftcjax._src.errors import FTCInputError
 from ftcjax._src.fit import FitResult, fit, fit_batch
+from ftcjax._src.forms import FORMS, Additive, LoRA, make_form
+from ftcjax._src.lora import FROZEN_NETS, LoRAProblem, make_lora_problem, make_lora_problems, random_frozen
 from ftcjax._src.networks import (
     apply_mlp,
     forward,

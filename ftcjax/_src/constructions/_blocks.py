@@ -82,9 +82,14 @@ def expand_layer2(F: np.ndarray, f0: np.ndarray, pre: list, terms) -> tuple:
       V (d2, d1), c (d2,), u (d2,) with d2 = len(pre) * len(terms).
     """
     rows, cs, us = [], [], []
+    # F is sparse (each feature reads 2-3 ReLUs): multiply only its nonzeros, since w's entries
+    # are long rationals and a Fraction product costs a gcd even when one factor is 0
+    nz = [[(j, F[j, k]) for j in range(F.shape[0]) if F[j, k] != 0] for k in range(F.shape[1])]
+    f0_nz = [(j, f0[j]) for j in range(len(f0)) if f0[j] != 0]
     for w, w0 in pre:
-        P = w.dot(F)                  # (d1,)
-        p0 = w.dot(f0) + w0
+        P = np.empty(F.shape[1], dtype=object)      # (d1,) = w @ F
+        P[:] = [sum((w[j] * f for j, f in col), _ZERO) for col in nz]
+        p0 = sum((w[j] * f for j, f in f0_nz), _ZERO) + w0
         for k, r, g in terms:
             rows.append(k * P)
             cs.append(k * p0 + r)

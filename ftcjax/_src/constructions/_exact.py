@@ -10,6 +10,7 @@ exact statement about the float64 inputs the caller passed.
 """
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Any, NamedTuple
 
@@ -91,25 +92,159 @@ def forward(layers, x) -> np.ndarray:
     return h[:, 0]
 
 
-def _relu_exact(h: np.ndarray) -> np.ndarray:
-    return np.where(h > 0, h, _ZERO)
-
-
 def _as_fraction_array(a) -> np.ndarray:
     return a if (isinstance(a, np.ndarray) and a.dtype == object) else to_fractions(a)
 
 
-def _exact_pass(layers, x):
-    """Exact forward pass; returns (activations entering each layer, (K, 1) output), Fractions.
-    (Integer numerators over a common denominator were tried: slower, the common denominators of
-    the U2 / 4N+4 weights become huge.)"""
-    h = _as_fraction_array(x)
+class _IntColumns(NamedTuple):
+    """Exact activations as integers over one denominator per column (neuron):
+    value[k, j] = num[k, j] / den[j]. num (K, n) object array of Python ints, den (n,) ints > 0."""
+    num: np.ndarray
+    den: np.ndarray
+
+    def as_fractions(self) -> np.ndarray:
+        out = np.empty(self.num.shape, dtype=object)
+        for j, dj in enumerate(self.den):
+            out[:, j] = [Fraction(int(v), dj) for v in self.num[:, j]]
+        return out
+
+    def as_float(self) -> np.ndarray:
+        """Correctly rounded float64 values (Python's int / int true division rounds correctly)."""
+        out = np.empty(self.num.shape, dtype=np.float64)
+        for j, dj in enumerate(self.den):
+            out[:, j] = [v / dj for v in self.num[:, j]]
+        return out
+
+
+def _int_columns(a) -> _IntColumns:
+    """(K, n) floats, ints or Fractions -> exact integer columns over a common denominator each."""
+    arr = np.asarray(a)
+    K, n = arr.shape
+    num = np.empty((K, n), dtype=object)
+    den = np.empty(n, dtype=object)
+    if arr.dtype.kind == "f":      # floats are dyadic: p / 2^k, so the common denominator is the max
+        ratios = [[float(v).as_integer_ratio() for v in arr[:, j]] for j in range(n)]
+    else:
+        fr = _as_fraction_array(arr)
+        ratios = [[(v.numerator, v.denominator) for v in fr[:, j]] for j in range(n)]
+    for j, col in enumerate(ratios):
+        D = math.lcm(*(q for _, q in col)) if K else 1
+        den[j] = D
+        num[:, j] = [p * (D // q) for p, q in col]
+    return _IntColumns(num, den)
+
+
+def _merge_terms(terms: list, K: int) -> tuple:
+    """Exact sum of terms ``(num (K,) ints, den int)`` (value num / den): (num (K,), den).
+
+    Used where the terms' denominators share no factors: over one common denominator every term
+    would be multiplied by a number as long as all denominators together. The sum is taken per
+    sample in reduced fractions instead, which is cheap because per sample most terms are simple
+    (0, or a saturated ReLU pair whose long parts cancel: 3-layer output layers, 64 terms of
+    ~3000-bit denominators, 25 s -> 0.3 s at K = 1000); the column's denominator is then the lcm
+    of the samples' reduced denominators."""
+    vals = [_ZERO] * K
+    for n, d in terms:
+        for k, v in enumerate(n):
+            if v:
+                vals[k] += Fraction(int(v), d)
+    D = math.lcm(*(v.denominator for v in vals)) if K else 1
+    col = np.empty(K, dtype=object)
+    col[:] = [v.numerator * (D // v.denominator) for v in vals]
+    return col, D
+
+
+def _int_layer(h: _IntColumns, W: np.ndarray, b: np.ndarray, relu: bool) -> _IntColumns:
+    """One exact layer on integer columns.
+
+    The K x in x out multiply-adds are on Python ints (no gcd per operation, which is what makes
+    ``Fraction`` arithmetic slow); only the (out, in) coefficients ``W[i, j] / den[j]`` are
+    Fractions. Rows equal up to sign (the ReLUs that expand one activation, e.g. sigma_L's four)
+    share one dot product. A row is summed over a common denominator L of its coefficients: when L
+    is not much longer than the longest coefficient denominator (they share factors, e.g. the
+    nested denominators of the alternating hard-tanh fits), all such rows form one integer matrix
+    product; otherwise (denominators without common factors: every term would be multiplied by a
+    number as long as all of them together) the row is summed per denominator and merged in a
+    tree (``_merge_terms``). Each output column is then reduced by the gcd of its entries and
+    denominator, so the integers do not grow over the layers more than the values need."""
+    W = _as_fraction_array(W)
+    b = _as_fraction_array(b)
+    n_out, n_in = W.shape
+    K = h.num.shape[0]
+    uniq: dict = {}              # sign-normalised coefficient row -> index into `rows`
+    rows, row_of = [], []        # unique coefficient rows; (unique index, sign) per output
+    for i in range(n_out):
+        coef = tuple(W[i, j] / h.den[j] for j in range(n_in))
+        lead = next((c for c in coef if c != 0), _ZERO)
+        sign = -1 if lead < 0 else 1
+        key = tuple(-c for c in coef) if sign < 0 else coef
+        if key not in uniq:
+            uniq[key] = len(rows)
+            rows.append(key)
+        row_of.append((uniq[key], sign))
+
+    sums: list = [None] * len(rows)      # (num (K,), den) of each unique row's dot product
+    flat = []
+    for r, coef in enumerate(rows):
+        dens = [c.denominator for c in coef if c != 0]
+        L = math.lcm(*dens) if dens else 1
+        longest = max((d.bit_length() for d in dens), default=0)
+        if L.bit_length() <= 2 * longest + 64:
+            flat.append((r, L))
+            continue
+        # one integer dot per input denominator (columns that share a denominator come from rows
+        # that shared a dot product in the layer below: summed in integers, their long parts cancel)
+        by_den: dict = {}
+        for j, c in enumerate(coef):
+            if c != 0:
+                by_den.setdefault(int(h.den[j]), []).append(j)
+        terms = []
+        for E, cols in by_den.items():
+            w = [coef[j] * E for j in cols]           # the weights W[i, j] themselves
+            Q = math.lcm(*(v.denominator for v in w))
+            wint = np.asarray([v.numerator * (Q // v.denominator) for v in w], dtype=object)
+            terms.append((h.num[:, cols].dot(wint), Q * E))
+        sums[r] = _merge_terms(terms, K)
+    if flat:
+        Wf = np.empty((n_in, len(flat)), dtype=object)
+        for k, (r, L) in enumerate(flat):
+            Wf[:, k] = [c.numerator * (L // c.denominator) for c in rows[r]]
+        prod = h.num.dot(Wf) if n_in else np.zeros((K, len(flat)), dtype=object)
+        for k, (r, L) in enumerate(flat):
+            sums[r] = (prod[:, k], L)
+
+    # rows sharing a dot product keep one denominator (reduced by one common gcd), so the next
+    # layer sums them in integers, where their long parts cancel (bumps, saturated ramps)
+    num = np.empty((K, n_out), dtype=object)
+    den = np.empty(n_out, dtype=object)
+    members: dict = {}
+    for i, (r, _) in enumerate(row_of):
+        members.setdefault(r, []).append(i)
+    for r, outs in members.items():
+        P, L = sums[r]
+        D = math.lcm(L, *(b[i].denominator for i in outs))
+        cols = []
+        for i in outs:
+            col = P * (row_of[i][1] * (D // L)) + b[i].numerator * (D // b[i].denominator)
+            cols.append(np.where(col > 0, col, 0) if relu else col)
+        g = math.gcd(D, *(v for col in cols for v in col))
+        if g > 1:
+            D //= g
+            cols = [np.asarray([v // g for v in col], dtype=object) for col in cols]
+        for i, col in zip(outs, cols):
+            num[:, i] = col
+            den[i] = D
+    return _IntColumns(num, den)
+
+
+def _exact_pass(layers, x) -> tuple[list, _IntColumns]:
+    """Exact forward pass; returns (activations entering each layer, (K, 1) output), both as
+    integer columns over per-neuron denominators (exact; see ``_IntColumns``)."""
+    h = x if isinstance(x, _IntColumns) else _int_columns(x)
     acts = []
     for li, (W, b) in enumerate(layers):
         acts.append(h)
-        h = h.dot(_as_fraction_array(W).T) + _as_fraction_array(b)[None, :]
-        if li < len(layers) - 1:
-            h = _relu_exact(h)
+        h = _int_layer(h, W, b, relu=li < len(layers) - 1)
     return acts, h
 
 
@@ -125,16 +260,16 @@ def forward_exact(layers, x) -> np.ndarray:
       (K,) object array of ``Fraction``.
     """
     _, h = _exact_pass(layers, x)
-    return h[:, 0]
+    return h.as_fractions()[:, 0]
 
 
 def _bound_from_pass(exact_layers, acts) -> np.ndarray:
-    K = acts[0].shape[0]
-    e = np.zeros((K, acts[0].shape[1]))     # inputs are exact floats
+    K = acts[0].num.shape[0]
+    e = np.zeros((K, acts[0].num.shape[1]))     # inputs are exact floats
     for (W, b), h in zip(exact_layers, acts):
         absW = np.abs(to_float(W))
         absb = np.abs(to_float(b))
-        absh = np.abs(to_float(h))
+        absh = np.abs(h.as_float())
         n = W.shape[1]
         gamma = (n + 3) * _U / (1 - (n + 3) * _U)
         mag = absh @ absW.T + absb[None, :]
@@ -248,10 +383,11 @@ def project_exact(x: np.ndarray, rng: np.random.Generator, *, draws: int = 1,
 
     Ties (two samples with equal exact projection) force a redraw; after ``max_redraws`` tied
     draws this raises (for distinct x a Gaussian direction ties with probability 0, so a raise
-    means degenerate input or an adversarial rng).
+    means degenerate input or an adversarial rng). The projections are computed as integers over
+    one power-of-two denominator (floats are dyadic), so sorting and gaps are integer operations.
     """
     K, d = x.shape
-    xq = to_fractions(x)
+    xq = _int_columns(np.asarray(x, dtype=np.float64))
     best, tries, good = None, 0, 0
     while good < draws:
         if tries >= max_redraws + draws:
@@ -262,19 +398,26 @@ def project_exact(x: np.ndarray, rng: np.random.Generator, *, draws: int = 1,
                 "the samples are not separable by a random projection")
         tries += 1
         a = rng.standard_normal(d)
-        t = xq.dot(to_fractions(a))
-        order = np.asarray(sorted(range(K), key=lambda i: t[i]), dtype=np.int64)
-        ts = t[order]
-        gaps = [ts[i + 1] - ts[i] for i in range(K - 1)]
+        ratios = [float(v).as_integer_ratio() for v in a]
+        dens = [q * int(xq.den[k]) for k, (_, q) in enumerate(ratios)]
+        S = max(dens)                                   # all powers of two: the lcm is the max
+        coef = np.asarray([p * (S // dk) for (p, _), dk in zip(ratios, dens)], dtype=object)
+        T = xq.num.dot(coef)                            # (K,) ints: t = T / S exactly
+        order = np.asarray(sorted(range(K), key=T.__getitem__), dtype=np.int64)
+        Ts = T[order]
+        gaps = [Ts[i + 1] - Ts[i] for i in range(K - 1)]
         if any(g == 0 for g in gaps):
             continue
         good += 1
-        gap = min(gaps) if gaps else Fraction(1)
-        span = (ts[-1] - ts[0]) if K > 1 else Fraction(1)
-        score = gap / span
+        gap = min(gaps) if gaps else S
+        span = (Ts[-1] - Ts[0]) if K > 1 else S
+        score = Fraction(gap, span)
         if best is None or score > best[0]:
-            best = (score, Projection(a, t, order, gap))
-    return best[1]
+            best = (score, a, T, S, order, gap)
+    _, a, T, S, order, gap = best
+    t = np.empty(K, dtype=object)
+    t[:] = [Fraction(int(v), S) for v in T]
+    return Projection(a, t, order, Fraction(int(gap), S))
 
 
 def prune(exact_layers):
@@ -316,7 +459,9 @@ def finish(name: str, exact_layers, inst: Instance, bound: int, info: dict,
     mags = [max((abs(v) for v in W.reshape(-1)), default=_ZERO) for W, _ in exact_layers]
     info = dict(info, max_abs_weight=[float(m) for m in mags])
     if check_exact:
-        bad = [i for i in range(len(inst.z)) if out[i, 0] != Fraction(float(inst.z[i]))]
+        D = out.den[0]
+        ratios = [float(zi).as_integer_ratio() for zi in inst.z]
+        bad = [i for i, (v, (p, q)) in enumerate(zip(out.num[:, 0], ratios)) if v * q != p * D]
         if bad:   # a bug, never a user error: the proofs say this cannot happen
             raise AssertionError(f"{name}: exact output misses z at samples {bad[:5]}")
     w = widths_of(exact_layers)

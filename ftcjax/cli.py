@@ -81,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="XLA host devices on CPU (default: one per usable core, unless XLA_FLAGS or "
                         "JAX_NUM_CPU_DEVICES already set it)")
     r.add_argument("--compilation-cache", metavar="DIR|off",
-                   help="persistent XLA compilation cache (default: DIR/cache inside the run directory)")
+                   help="persistent XLA compilation cache, shared by your runs (default: "
+                        "$FTCJAX_COMPILATION_CACHE, else $XDG_CACHE_HOME/ftcjax or ~/.cache/ftcjax; "
+                        "a subdirectory per jax version; 'off' disables)")
     r.add_argument("--distributed", choices=("auto", "on", "off"), default="auto",
                    help="start jax.distributed: auto = when a multi-task SLURM step or "
                         "JAX_COORDINATOR_ADDRESS is detected (default auto)")
@@ -157,17 +159,10 @@ def _setup_jax(args, out_dir: Path) -> None:
     if args.cpu_devices is not None and args.cpu_devices < 1:
         raise FTCInputError(f"--cpu-devices: {args.cpu_devices} must be >= 1")
     configure_cpu_devices(args.cpu_devices)
-    import jax
 
-    cache = args.compilation_cache
-    if cache is None:
-        cache = str(out_dir / "cache")
-    if cache.lower() not in ("off", "none", ""):
-        # Our own run directory, not a shared location others can write (design.md).
-        jax.config.update("jax_compilation_cache_dir", str(Path(cache).resolve()))
-        # Small fit kernels compile in under the default 1 s threshold, and a resumed or sharded run
-        # would recompile every one of them: cache all but the trivial eager-op compilations.
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+    from ftcjax.sweep.compile_cache import configure_compilation_cache
+
+    configure_compilation_cache(args.compilation_cache)  # user-level, private, per jax version
 
 
 def _cmd_run(args) -> int:

@@ -31,10 +31,10 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path_factory, tmp_path):
     spec = tmp_path / "tiny.toml"
     spec.write_text(TINY_SPEC)
     out = tmp_path / "run"
-    # Its own compilation cache (the default, inside the run directory): the second group's compile
-    # keeps the process busy after the first chunks are durable, which is when we kill it.
+    # Its own (cold) compilation cache: the second group's compile keeps the process busy after
+    # the first chunks are durable, which is when we kill it.
     proc = subprocess.Popen(cli_args("run", str(spec), "--out", str(out), "--no-report", "--progress", "none",
-                                     *DEVICES),
+                                     *DEVICES, "--compilation-cache", str(tmp_path / "own-cache")),
                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     deadline = time.time() + 240

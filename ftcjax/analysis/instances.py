@@ -9,8 +9,8 @@ found". Counts used (all from :mod:`ftcjax._src.bounds`, the single source of th
 * 2-layer: the Thm 4.4 construction (``|J| - 1`` neurons for the samples sorted by a random
   projection, minus zero-weight ones) and the slab construction (``4 ceil(N/d)``, general position),
   both built on the instance;
-* 3-layer: the tooth construction ``(2p+1) + 4q`` (built exactly on the instance for K <= 200; its
-  count depends only on N, so larger K uses the closed form).
+* 3-layer: the tooth construction ``(2p+1) + 4q``, built and verified exactly on every instance
+  (about 0.1 s at K = 1000).
 """
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ __all__ = ["construction_counts"]
 
 
 def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances: int = 2000,
-                        projection_seed: int = 0, max_exact_K: int = 200,
-                        max_exact_builds: int = 64) -> Optional[dict]:
+                        projection_seed: int = 0) -> Optional[dict]:
     """{instance_id: {"thm44": int, "slab": int} (2-layer) or {"tooth": int} (3-layer)}.
 
     Counts are the hidden ReLUs of the constructions of :mod:`ftcjax.constructions` built on the
@@ -44,11 +43,9 @@ def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances:
         seed = int(RunDir(run_dir).read_manifest()["spec"]["seed"])
     except (ValueError, KeyError):  # no manifest (records copied alone): the instances are unknown
         return None
-    from ftcjax import bounds as b
     from ftcjax import constructions as C
 
     out = {}
-    n_exact = 0
     insts = [Instance(dict(r["cell"]), int(r.get("replicate", 0))) for r in records]
     pkeys, _ = instance_keys(seed, insts)
     for i, (rec, inst) in enumerate(zip(records, insts)):
@@ -71,13 +68,7 @@ def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances:
             counts["thm44"] = _count(C.two_layer_thm44, x, z, changed, projection_seed)
             counts["slab"] = _count(C.two_layer_slab, x, z, changed, projection_seed)
         else:
-            # the exact rational tooth build costs ~0.4 s at K = 100 but ~15 s at K = 1000; its count
-            # does not depend on the instance (only on N), so large K (and any instance beyond the
-            # first max_exact_builds) uses the closed form
-            exact = K <= max_exact_K and n_exact < max_exact_builds
-            n_exact += exact
-            counts["tooth"] = (_count(C.tooth, x, z, changed, projection_seed, rescale=True)
-                               if exact else int(b.tooth_neurons(N)))
+            counts["tooth"] = _count(C.tooth, x, z, changed, projection_seed, rescale=True)
         out[rec["instance_id"]] = counts
     return out
 

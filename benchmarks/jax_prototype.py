@@ -65,11 +65,13 @@ def _train_one(params, x_t, z, *, steps, lr, unroll, schedule):
 
 
 def make_trainer(*, steps: int, learning_rate: float, schedule: str = "cosine", chunk: int = 4,
-                 unroll: int = 4):
+                 unroll: int = 4, matmul_precision: str = "highest"):
     """A jitted ``train(params, x_t (B, d, K), z (B, K)) -> (B,) final losses``.
 
     B must be a multiple of ``chunk * num_devices`` (the caller pads). The instance axis is sharded
     over all local devices; inside each device ``lax.map`` runs ``chunk`` instances at a time.
+    ``matmul_precision`` is ftcjax's Protocol default ("highest": no TF32 on a GPU), so the two
+    compare equal arithmetic on every backend (on CPU it changes nothing).
     """
     one = functools.partial(_train_one, steps=steps, lr=learning_rate, unroll=unroll, schedule=schedule)
     devices = jax.devices()
@@ -85,7 +87,9 @@ def make_trainer(*, steps: int, learning_rate: float, schedule: str = "cosine", 
 
     def train(params, x_t, z):
         args = jax.device_put((params, x_t, z), sharding)
-        return np.asarray(jitted(*args))
+        with jax.default_matmul_precision(matmul_precision):   # traced (and cached) under it
+            return np.asarray(jitted(*args))
 
     train.num_devices = len(devices)
+    train.matmul_precision = matmul_precision
     return train

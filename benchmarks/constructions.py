@@ -73,13 +73,16 @@ def _one(name: str, K: int, N: int, d: int) -> dict:
 def run(sizes, names, limit_factor: float = 3.0) -> list[dict]:
     rows = []
     here = os.path.abspath(__file__)
+    repo = os.path.dirname(os.path.dirname(here))
+    env = dict(os.environ)     # the children time this checkout's ftcjax, like the parent imports
+    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     for K, N, d, target in sizes:
         for name in names:
             limit = target * limit_factor
             cmd = [sys.executable, here, "--one", name, str(K), str(N), str(d)]
             t0 = time.perf_counter()
             try:
-                out = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
             except subprocess.TimeoutExpired:
                 rows.append({"name": name, "K": K, "N": N, "d": d, "target_s": target,
                              "wall_s": None, "cpu_s": None, "status": f"over {limit:.0f} s (killed)"})

@@ -37,7 +37,8 @@ from ftcjax._src.problems import (
     stack_problems,
 )
 from ftcjax._src.protocol import Protocol
-from ftcjax._src.search import Probe, WidthResult, min_width, min_width_batch, search_widths, width_grid
+from ftcjax._src.search import (AdaptiveRule, Probe, SearchOutcome, Trainability, WidthResult, isotonic_fit,
+                                min_width, min_width_batch, search_widths, trainability, width_grid)
 
 __version__ = "0.1.0"
 

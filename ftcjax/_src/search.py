@@ -1,31 +1,37 @@
-"""The smallest trainable width per instance, searched in lockstep across a batch.
+"""The minimal trainable width per instance, searched in lockstep across a batch.
 
-Rule (trainability need not be monotone in the width, so the rule is stated, not assumed away):
+Training succeeds at a width with some probability ``p(w)``: every restart is a Bernoulli draw.
+Three named search rules (``strategy``; the version string ``search_rule`` goes into every record,
+so results of different rules are never mixed silently):
 
-* A *probe* trains ``restarts`` runs of one instance at one width; the width *succeeds* when at least
-  ``protocol.min_successes`` runs meet the decision criterion.
-* ``strategy="bisect"``: first probe the largest candidate. If it fails the instance is **censored**
-  (``min_width = None``; never reported as the bound). Under monotone trainability its width exceeds
-  the range; without it, a smaller width may still train (measured on W1-like instances with the
-  relative criterion: 6 of 16 failed at the top although a smaller width trained, see
-  benchmarks/README.md); ``strategy="grid"`` tells the two apart. Otherwise bisect over the sorted candidates keeping the invariant "``hi`` succeeded, every
-  candidate below ``lo`` failed"; the result is a candidate that succeeded while the next smaller
-  candidate failed (or the smallest candidate). Under monotone trainability it is the minimal width;
-  without it, it is a success/failure transition and bisection cannot see more.
-* ``strategy="grid"``: probe every candidate; ``min_width`` is the smallest success and
-  ``non_monotone`` flags a failure above it.
-* ``trivial`` flags instances where ``g = 0`` already meets the decision criterion (e.g. the paper's
-  loss threshold for small N/K): any width "succeeds" and the width says nothing about capacity.
+* ``"adaptive"`` (default, rule ``adaptive-v1``): a *typical width* ``w50`` (smallest candidate where
+  ``p(w) >= 1/2``) estimated from a monotone fit of ``p``, plus an *existence width* (smallest
+  candidate with any success, with the failed trials behind it). See :func:`trainability` for the
+  model and :func:`search_widths` for where restarts are spent. An instance is *censored* only when
+  the fit says ``p(top) < 1/2`` at the stated confidence after ``min_top_probes`` probes at the top
+  AND a probe at a narrower width; never from one failed probe.
+* ``"bisect"`` (``bisect-v1``, the old rule): probe the largest candidate, censor if it fails,
+  otherwise bisect keeping "``hi`` succeeded, every candidate below ``lo`` failed". Cheap, but each
+  probe is one noisy draw of ``p``: the answer moves with the restart count and a single failed top
+  probe censors.
+* ``"grid"`` (``grid-v1``): probe every candidate; ``min_width`` is the smallest success and
+  ``non_monotone`` flags any failure above it.
 
-All instances advance one round at a time, and every round is ONE kernel call over
-(active instances x restarts) lanes, each lane at its own width through the mask. Lane keys are
-``fold_in(fold_in(key, width), restart)``, so a probe's result does not depend on the round or the
-batch it ran in.
+For the old rules a *probe* succeeds when at least ``protocol.min_successes`` restarts meet the
+decision criterion. ``trivial`` flags instances where ``g = 0`` already meets the criterion (any width
+"succeeds" and the width says nothing about capacity).
+
+All instances advance one round at a time, and every round is ONE kernel call over the lanes of all
+active instances, each lane at its own width through the mask. Lane keys are
+``fold_in(fold_in(key, width), restart)``; the k-th probe of an instance at one width uses restarts
+``k R .. (k + 1) R - 1`` (``Probe.first_restart``), so extra restarts are fresh and reproducible and a
+probe's result does not depend on the round or the batch it ran in.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+import math
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,12 +43,20 @@ from ftcjax._src.fit import fit_batch, validate_widths
 from ftcjax._src.problems import Problem
 from ftcjax._src.protocol import Protocol
 
-STRATEGIES = ("bisect", "grid")
+# strategy name -> versioned rule written into every record (bump the version when a rule changes)
+RULES = {"adaptive": "adaptive-v1", "bisect": "bisect-v1", "grid": "grid-v1"}
+STRATEGIES = tuple(RULES)
+DEFAULT_STRATEGY = "adaptive"
+REPORT_WIDTHS = ("typical", "existence")
 
 
 @dataclasses.dataclass
 class Probe:
-    """Training ``restarts`` runs of one instance at one width (per-run lists have length ``restarts``)."""
+    """Training ``restarts`` runs of one instance at one width (per-run lists have length ``restarts``).
+
+    ``first_restart``: restart index of the first run (lane keys fold in ``first_restart + r``), so
+    repeated probes at one width are fresh, reproducible draws.
+    """
 
     width: int
     success: bool
@@ -52,14 +66,273 @@ class Probe:
     max_err: list
     steps: list
     passed: dict  # criterion name -> list of bools
+    first_restart: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class AdaptiveRule:
+    """Parameters of the adaptive rule (stored with every result; defaults are the rule).
+
+    confidence: one-sided Clopper-Pearson level of every decision "p(w) >= 1/2" / "p(w) < 1/2".
+    ladder_ratio: factor between the widths of the coarse first pass (a doubling ladder by default).
+    min_top_probes: probes at the top width before an instance may be censored.
+    max_probes: probes per instance (default ``3 ceil(log2 C) + 6`` for C candidates: the ladder,
+      a bisection of its bracket, and repeats at the bracket ends).
+    max_probes_per_width: probes at one width (where p is near 1/2 no budget decides it).
+    look_below: probes into unprobed gaps below a pinned bracket (robustness to a dip at a probed width).
+    non_monotone_alpha: level of the test that flags a width significantly below a narrower one.
+    """
+
+    confidence: float = 0.9
+    ladder_ratio: float = 2.0
+    min_top_probes: int = 2
+    max_probes: Optional[int] = None
+    max_probes_per_width: int = 4
+    look_below: int = 3
+    non_monotone_alpha: float = 0.01
+
+    def __post_init__(self):
+        if not 0.5 < self.confidence < 1:
+            raise FTCInputError(f"confidence: {self.confidence!r} must be in (0.5, 1)")
+        for name in ("min_top_probes", "max_probes_per_width", "look_below"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise FTCInputError(f"{name}: {v!r} must be an integer >= 1")
+        if self.max_probes is not None and (isinstance(self.max_probes, bool) or not isinstance(self.max_probes, int)
+                                            or self.max_probes < 1):
+            raise FTCInputError(f"max_probes: {self.max_probes!r} must be an integer >= 1")
+        if not self.ladder_ratio > 1:
+            raise FTCInputError(f"ladder_ratio: {self.ladder_ratio!r} must exceed 1")
+        if not 0 < self.non_monotone_alpha < 1:
+            raise FTCInputError(f"non_monotone_alpha: {self.non_monotone_alpha!r} must be in (0, 1)")
+
+    def probe_budget(self, num_candidates: int) -> int:
+        if self.max_probes is not None:
+            return self.max_probes
+        return 3 * int(math.ceil(math.log2(max(num_candidates, 2)))) + 6
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainability:
+    """Monotone fit of p(w) from restart-level counts at the candidate widths, and what it implies.
+
+    Arrays have shape ``(C,)`` over the candidates; unprobed widths have ``trials = 0`` and
+    ``p_fit = NaN``. Widths are candidate values; ``None`` means "not identified".
+
+    status: ``"measured"`` (some width has fitted p >= 1/2), ``"censored"`` (p(top) < 1/2 at
+      ``confidence``, with enough trials at the top and at a narrower width) or ``"unresolved"``.
+    w50: smallest probed width with fitted p >= 1/2 (the typical width).
+    w50_bracket: ``(previous probed width or 0, w50)``: w50 lies in this half-open interval as far as
+      the probes can tell (the interval-censored datum of a regression).
+    w50_interval: ``(lo, hi)`` confidence statement: p(lo) < 1/2 and p(hi) >= 1/2 were each decided at
+      ``confidence`` (lo = 0: nothing below was decided; hi = None: nothing was decided above).
+    existence_width: smallest probed width with any success; ``existence_bracket`` its
+      ``(previous probed width or 0, width)``; ``existence_trials_below``: failed trials at the probed
+      widths below it; ``existence_p_below``: one-sided upper bound on p at the probed width just below.
+    non_monotone_p: smallest one-sided Fisher exact p-value of "a wider width succeeds less often than a
+      narrower one" over probed pairs; ``non_monotone`` when below the test level.
+    """
+
+    widths: np.ndarray
+    successes: np.ndarray
+    trials: np.ndarray
+    p_fit: np.ndarray
+    status: str
+    w50: Optional[int]
+    w50_bracket: Optional[tuple]
+    w50_interval: Optional[tuple]
+    existence_width: Optional[int]
+    existence_bracket: Optional[tuple]
+    existence_trials_below: int
+    existence_p_below: Optional[float]
+    non_monotone: bool
+    non_monotone_p: float
+    decided_above: np.ndarray
+    decided_below: np.ndarray
+    hi: Optional[int]  # candidate index of w50
+    lo: int  # candidate index of the probed width just below w50 (-1: none)
+
+
+def isotonic_fit(rates, weights) -> tuple:
+    """Weighted least-squares non-decreasing fit (pool-adjacent-violators); rates, weights ``(n,)``.
+
+    For Bernoulli counts (rates = successes / trials, weights = trials) this is the maximum-likelihood
+    non-decreasing p. Returns ``(fit (n,), block (n,) int)``: fitted values and the pooled block of each point.
+    """
+    vals, wts, sizes = [], [], []
+    for r, w in zip(np.asarray(rates, float), np.asarray(weights, float)):
+        vals.append(r * w), wts.append(w), sizes.append(1)
+        while len(vals) > 1 and vals[-2] / wts[-2] > vals[-1] / wts[-1]:
+            v, w2, s = vals.pop(), wts.pop(), sizes.pop()
+            vals[-1] += v
+            wts[-1] += w2
+            sizes[-1] += s
+    fit = np.repeat([v / w for v, w in zip(vals, wts)], sizes)
+    block = np.repeat(np.arange(len(sizes)), sizes)
+    return fit, block
+
+
+def cp_bounds(successes, trials, confidence: float) -> tuple:
+    """One-sided Clopper-Pearson bounds ``(lower, upper)`` at ``confidence`` (arrays of equal shape)."""
+    from scipy import stats  # host-side statistics only
+
+    s = np.asarray(successes, float)
+    n = np.asarray(trials, float)
+    a = 1.0 - confidence
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lower = np.where(s > 0, stats.beta.ppf(a, np.maximum(s, 1e-300), n - s + 1), 0.0)
+        upper = np.where(s < n, stats.beta.ppf(1 - a, s + 1, np.maximum(n - s, 1e-300)), 1.0)
+    return lower, upper
+
+
+def _fisher_drop(s, n) -> float:
+    """Smallest one-sided Fisher exact p of 'p(w_j) < p(w_i)' over pairs i < j; s, n ``(k,)`` probed."""
+    from scipy import stats
+
+    i, j = np.triu_indices(len(s), k=1)
+    keep = s[i] * n[j] > s[j] * n[i]  # the narrower width succeeded more often
+    if not keep.any():
+        return 1.0
+    i, j = i[keep], j[keep]
+    # P(X >= s_i), X ~ hypergeometric: n_i draws from n_i + n_j trials holding s_i + s_j successes
+    p = stats.hypergeom.sf(s[i] - 1, n[i] + n[j], s[i] + s[j], n[i])
+    return float(np.min(p))
+
+
+def trainability(widths, successes, trials, *, confidence: float = 0.9, min_top_trials: int = 1,
+                 non_monotone_alpha: float = 0.01) -> Trainability:
+    """Fit p(w) for one instance and read off the typical and existence widths.
+
+    Args:
+      widths: ``(C,)`` sorted candidate widths.
+      successes, trials: ``(C,)`` restart-level counts (0 trials: not probed).
+      confidence: level of the one-sided decisions.
+      min_top_trials: trials at the top width needed before censoring.
+      non_monotone_alpha: level of the non-monotonicity test.
+
+    Model: p(w) non-decreasing, fitted by isotonic regression (the Bernoulli MLE under monotonicity;
+    ``p_fit``). Chosen over a logistic in log w because it assumes no shape (a sharp step, a plateau
+    below 1, a wide transition are all common) and pools neighbouring widths only where the data
+    agree. w50 is the first width where the isotonic fit of the widths *up to it* reaches 1/2, and a
+    decision at a width uses the counts of the pooled block behind that value: under monotonicity this
+    is the same transition, and failures at wider widths (a dip, a window of trainability) cannot move
+    it; they are reported by the non-monotonicity test instead.
+    """
+    widths = np.asarray(widths)
+    s = np.asarray(successes, float)
+    n = np.asarray(trials, float)
+    C = widths.shape[0]
+    probed = np.flatnonzero(n > 0)
+    p_fit = np.full(C, np.nan)
+    first = np.full(C, np.nan)
+    above = np.zeros(C, bool)
+    below = np.zeros(C, bool)
+    if probed.size:
+        p_fit[probed] = isotonic_fit(s[probed] / n[probed], n[probed])[0]
+        # Isotonic fit of the widths up to j, at j: max over i <= j of the pooled rate of [i, j].
+        # Failures at wider widths (a dip, a window) cannot pull it down; the test below flags them.
+        cs, cn = np.cumsum(s[probed]), np.cumsum(n[probed])
+        for t, j in enumerate(probed):
+            ps = cs[t] - np.concatenate([[0.0], cs[:t]])
+            pn = cn[t] - np.concatenate([[0.0], cn[:t]])
+            best = int(np.argmax(ps / pn))
+            first[j] = ps[best] / pn[best]
+            lo_b, up_b = cp_bounds(ps[best], pn[best], confidence)
+            above[j] = lo_b >= 0.5
+            below[j] = up_b < 0.5
+    ok = probed[first[probed] >= 0.5] if probed.size else probed
+    hi = int(ok[0]) if ok.size else None
+
+    def prev_probed(j):
+        lower = probed[probed < j]
+        return int(lower[-1]) if lower.size else -1
+
+    wv = lambda j: 0 if j < 0 else int(widths[j])
+    top = C - 1
+    if hi is not None:
+        status = "measured"
+        lo = prev_probed(hi)
+        dec_hi = [j for j in probed if j >= hi and above[j]]
+        dec_lo = [j for j in probed if j < hi and below[j]]
+        w50_interval = (wv(dec_lo[-1]) if dec_lo else 0, int(widths[dec_hi[0]]) if dec_hi else None)
+        w50, w50_bracket = int(widths[hi]), (wv(lo), int(widths[hi]))
+    else:
+        lo = top if n[top] > 0 else prev_probed(top)
+        narrower = (n[:top] > 0).any() or C == 1
+        status = "censored" if (n[top] >= min_top_trials and below[top] and narrower) else "unresolved"
+        w50 = w50_bracket = w50_interval = None
+    any_ok = probed[s[probed] > 0] if probed.size else probed
+    if any_ok.size:
+        e = int(any_ok[0])
+        pe = prev_probed(e)
+        e_width, e_bracket = int(widths[e]), (wv(pe), int(widths[e]))
+        e_trials = int(n[probed[probed < e]].sum())
+        e_p = None if pe < 0 else float(cp_bounds(0.0, n[pe], confidence)[1])
+    else:
+        e_width = e_bracket = e_p = None
+        e_trials = int(n.sum())
+    nm_p = _fisher_drop(s[probed], n[probed]) if probed.size > 1 else 1.0
+    return Trainability(widths=widths, successes=s.astype(int), trials=n.astype(int), p_fit=p_fit,
+                        status=status, w50=w50, w50_bracket=w50_bracket, w50_interval=w50_interval,
+                        existence_width=e_width, existence_bracket=e_bracket, existence_trials_below=e_trials,
+                        existence_p_below=e_p, non_monotone=nm_p < non_monotone_alpha, non_monotone_p=nm_p,
+                        decided_above=above, decided_below=below, hi=hi, lo=lo)
+
+
+def ladder_indices(widths, ratio: float = 2.0) -> list:
+    """Candidate indices of the coarse pass: a geometric ladder (factor ``ratio``) from the smallest
+    candidate to the largest, so any window of trainability wider than ``ratio`` holds a ladder width."""
+    w = np.asarray(widths, float)
+    C = w.shape[0]
+    steps = int(math.ceil(math.log(w[-1] / w[0]) / math.log(ratio))) if C > 1 else 0
+    targets = w[0] * ratio ** np.arange(steps + 1)
+    idx = {int(np.searchsorted(w, t, side="right")) - 1 for t in targets} | {0, C - 1}
+    return sorted(i for i in idx if 0 <= i < C)
+
+
+def _next_index(est: Trainability, probes_at: np.ndarray, rule: AdaptiveRule, looked_below: int = 0) -> Optional[int]:
+    """Where one more probe informs most (None: the instance is done)."""
+    top = probes_at.shape[0] - 1
+    room = probes_at < rule.max_probes_per_width
+    if est.hi is None:
+        if est.status == "censored":
+            return None
+        if not (probes_at[:top] > 0).any() and top > 0:
+            return top // 2  # censoring also needs a narrower width
+        return top if room[top] else None
+    hi, lo = est.hi, est.lo
+    if hi - lo > 1:  # unprobed candidates between the bracket ends: bisect them
+        return (lo + hi) // 2
+    need = [j for j in ((hi,) if lo < 0 else (hi, lo))
+            if room[j] and not (est.decided_above[j] if j == hi else est.decided_below[j])]
+    if need:
+        return min(need, key=lambda j: (probes_at[j], -j))
+    # Pinned to one candidate step. Bisection trusts monotonicity: a dip at the probed width lo would
+    # hide a transition below it. Bisect the unprobed gap just below lo (a few probes at most).
+    if looked_below >= rule.look_below or lo < 0:
+        return None
+    below = np.flatnonzero(probes_at[:lo] > 0)
+    start = int(below[-1]) if below.size else -1
+    return None if lo - start <= 1 else (start + lo + 1) // 2
+
+
 @dataclasses.dataclass
 class WidthResult:
-    """Outcome of the min-width search on one instance (see the module docstring for the rule)."""
+    """Outcome of the width search on one instance (see the module docstring for the rules).
+
+    ``min_width``: the width a report fits: for ``adaptive`` the typical width w50 (or the existence
+    width when ``min_width_is == "existence"``); for ``bisect``/``grid`` that rule's answer.
+    ``censored``: the rule's censoring (``adaptive``: confident p(top) < 1/2). ``status``:
+    ``measured``/``censored``/``unresolved`` (adaptive only: budget spent with p(top) near 1/2).
+    The trainability fields (``w50`` ...) are computed from the probes for every rule; see
+    :class:`Trainability`. ``p_fit``: {"widths", "successes", "trials", "p"} at the probed widths.
+    """
 
     min_width: int | None
     censored: bool
@@ -69,6 +342,19 @@ class WidthResult:
     strategy: str
     problem: dict
     probes: list  # of Probe, in the order they ran
+    search_rule: str = ""
+    min_width_is: str = ""
+    status: str = ""
+    w50: int | None = None
+    w50_bracket: list | None = None
+    w50_interval: list | None = None
+    existence_width: int | None = None
+    existence_bracket: list | None = None
+    existence_trials_below: int = 0
+    existence_p_below: float | None = None
+    non_monotone_p: float = 1.0
+    p_fit: dict = dataclasses.field(default_factory=dict)
+    rule_params: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -94,31 +380,80 @@ def _candidates(widths: Sequence[int], protocol: Protocol) -> np.ndarray:
     return np.unique(w.astype(np.int64))
 
 
-def search_widths(probe: Callable, num: int, widths: Sequence[int], strategy: str = "bisect"):
+@dataclasses.dataclass
+class SearchOutcome:
+    """What :func:`search_widths` found, lists of length ``num`` (``probes[i]`` in run order).
+
+    ``estimates[i]``: the :class:`Trainability` fit from instance i's probes (every rule).
+    ``min_width``/``censored``/``non_monotone``: the rule's answers (adaptive: w50, confident
+    censoring, the non-monotonicity test).
+    """
+
+    min_width: list
+    censored: list
+    non_monotone: list
+    probes: list
+    estimates: list
+    rule: str
+    rule_params: dict
+
+
+def _counts(probes_i: list, widths: np.ndarray) -> tuple:
+    """Restart-level (successes, trials, probes) per candidate, ``(C,)`` each."""
+    pos = {int(w): j for j, w in enumerate(widths)}
+    s = np.zeros(widths.shape[0], int)
+    n = np.zeros(widths.shape[0], int)
+    k = np.zeros(widths.shape[0], int)
+    for p in probes_i:
+        j = pos[int(p.width)]
+        s[j] += int(p.successes)
+        n[j] += int(p.restarts)
+        k[j] += 1
+    return s, n, k
+
+
+def search_widths(probe: Callable, num: int, widths: Sequence[int], strategy: str = DEFAULT_STRATEGY, *,
+                  rule: Optional[AdaptiveRule] = None) -> SearchOutcome:
     """Run the lockstep search with any ``probe`` function (the kernel, or a synthetic trainer).
 
     Args:
-      probe: ``probe(instances (n,) int, widths (n,) int) -> list of n`` :class:`Probe`.
+      probe: ``probe(instances (n,) int, widths (n,) int, first_restart (n,) int) -> list of n``
+        :class:`Probe`; a probe trains the instance's restarts ``first_restart ..`` at that width.
       num: number of instances.
       widths: sorted distinct candidate widths.
-      strategy: ``"bisect"`` or ``"grid"``.
-    Returns:
-      ``(min_width, censored, non_monotone, probes)``: lists of length ``num``; ``probes[i]`` in run order.
+      strategy: ``"adaptive"`` (default), ``"bisect"`` or ``"grid"``.
+      rule: parameters of the adaptive rule (default :class:`AdaptiveRule`()).
+
+    Adaptive: round 0 probes the coarse ladder (:func:`ladder_indices`) of every instance in one call;
+    every later round probes, per active instance, the one width where a probe informs most
+    (:func:`_next_index`): bisection inside the bracket (previous probed width, w50], then more
+    restarts at the two bracket ends until each is decided at the rule's confidence, more restarts at
+    the top before censoring. It stops per instance when w50 is pinned to one candidate step with both
+    ends decided, when censoring is confident, or when its probe budget is spent.
     """
     if strategy not in STRATEGIES:
         raise FTCInputError(f"strategy: unknown value {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    rule = rule or AdaptiveRule()
     widths = np.asarray(widths)
+    C = widths.shape[0]
     probes = [[] for _ in range(num)]
+    min_top_trials = 1
 
     def run(ids, idx):
-        for i, p in zip(ids, probe(np.asarray(ids), widths[np.asarray(idx)])):
+        ids = np.asarray(ids, int)
+        idx = np.asarray(idx, int)
+        if len(set(zip(ids.tolist(), idx.tolist()))) != len(ids):
+            raise AssertionError("a round probes each (instance, width) at most once")
+        # the next probe of an instance at a width continues its restart sequence there
+        first = np.array([sum(p.restarts for p in probes[i] if p.width == int(widths[j]))
+                          for i, j in zip(ids, idx)], int)
+        out = probe(ids, widths[idx], first)
+        for i, p in zip(ids, out):
             probes[i].append(p)
-        return [p.success for p in (probes[i][-1] for i in ids)]
+        return [p.success for p in out]
 
     if strategy == "grid":
-        ids = np.repeat(np.arange(num), len(widths))
-        idx = np.tile(np.arange(len(widths)), num)
-        run(ids, idx)
+        run(np.repeat(np.arange(num), C), np.tile(np.arange(C), num))
         result, censored, nonmono = [], [], []
         for i in range(num):
             ok = np.array([p.success for p in probes[i]])
@@ -126,44 +461,78 @@ def search_widths(probe: Callable, num: int, widths: Sequence[int], strategy: st
             result.append(None if first is None else int(widths[first]))
             censored.append(first is None)
             nonmono.append(first is not None and not ok[first:].all())
-        return result, censored, nonmono, probes
-
-    top = len(widths) - 1
-    ok_top = run(list(range(num)), [top] * num)
-    lo = np.zeros(num, int)
-    hi = np.full(num, top)
-    active = [i for i in range(num) if ok_top[i]]
-    while True:
-        active = [i for i in active if lo[i] < hi[i]]
-        if not active:
-            break
-        mids = [(lo[i] + hi[i]) // 2 for i in active]
-        for i, mid, ok in zip(active, mids, run(active, mids)):
-            if ok:
-                hi[i] = mid
-            else:
-                lo[i] = mid + 1
-    result = [int(widths[hi[i]]) if ok_top[i] else None for i in range(num)]
-    return result, [not ok for ok in ok_top], [False] * num, probes
+    elif strategy == "bisect":
+        top = C - 1
+        ok_top = run(list(range(num)), [top] * num)
+        lo = np.zeros(num, int)
+        hi = np.full(num, top)
+        active = [i for i in range(num) if ok_top[i]]
+        while True:
+            active = [i for i in active if lo[i] < hi[i]]
+            if not active:
+                break
+            mids = [(lo[i] + hi[i]) // 2 for i in active]
+            for i, mid, ok in zip(active, mids, run(active, mids)):
+                if ok:
+                    hi[i] = mid
+                else:
+                    lo[i] = mid + 1
+        result = [int(widths[hi[i]]) if ok_top[i] else None for i in range(num)]
+        censored, nonmono = [not ok for ok in ok_top], [False] * num
+    else:
+        ladder = ladder_indices(widths, rule.ladder_ratio)
+        run(np.repeat(np.arange(num), len(ladder)), np.tile(ladder, num))
+        min_top_trials = rule.min_top_probes * max(1, probes[0][0].restarts) if num else 1
+        budget = rule.probe_budget(C)
+        active = list(range(num))
+        looked = [0] * num
+        while active:
+            nxt = []
+            for i in active:
+                if len(probes[i]) >= budget:
+                    continue
+                s, n, k = _counts(probes[i], widths)
+                est = trainability(widths, s, n, confidence=rule.confidence, min_top_trials=min_top_trials,
+                                   non_monotone_alpha=rule.non_monotone_alpha)
+                j = _next_index(est, k, rule, looked[i])
+                if j is not None:
+                    if est.hi is not None and est.hi - est.lo <= 1 and j < est.lo:
+                        looked[i] += 1
+                    nxt.append((i, j))
+            active = [i for i, _ in nxt]
+            if nxt:
+                run([i for i, _ in nxt], [j for _, j in nxt])
+        result = censored = nonmono = None
+    estimates = []
+    for i in range(num):
+        s, n, _ = _counts(probes[i], widths)
+        estimates.append(trainability(widths, s, n, confidence=rule.confidence, min_top_trials=min_top_trials,
+                                      non_monotone_alpha=rule.non_monotone_alpha))
+    if strategy == "adaptive":
+        result = [e.w50 for e in estimates]
+        censored = [e.status == "censored" for e in estimates]
+        nonmono = [bool(e.non_monotone) for e in estimates]
+    return SearchOutcome(min_width=result, censored=censored, non_monotone=nonmono, probes=probes,
+                         estimates=estimates, rule=RULES[strategy],
+                         rule_params=rule.to_dict() if strategy == "adaptive" else {})
 
 
 def _kernel_probe(problems: Problem, keys, protocol: Protocol, bucket: int, devices):
     R = protocol.restarts
-    # Every round is padded to the first round's lane count (all instances x restarts): later rounds
-    # reuse the compiled kernels instead of compiling new lane counts. Bisection keeps almost every
-    # instance active in every round, so the padding costs little (measured on the default sweep:
-    # cold 42 s -> 22 s with identical answers; warm 5.0 s -> 5.3 s).
+    # Every round is padded to a multiple of one probe per instance (all instances x restarts): later
+    # rounds reuse the compiled kernels instead of compiling new lane counts (measured on the default
+    # sweep with bisection: cold 42 s -> 22 s with identical answers; warm 5.0 s -> 5.3 s).
     full = problems.x.shape[0] * R
 
-    def probe(ids, ws):
+    def probe(ids, ws, first_restart):
         lane_ids = np.repeat(ids, R)
         lane_w = np.repeat(ws, R).astype(np.int64)
-        restart = np.tile(np.arange(R), len(ids))
+        restart = (np.repeat(first_restart, R) + np.tile(np.arange(R), len(ids))).astype(np.int64)
         lane_keys = jax.vmap(lambda k, w, r: jax.random.fold_in(jax.random.fold_in(k, w), r))(
             keys[lane_ids], jnp.asarray(lane_w, jnp.uint32), jnp.asarray(restart, jnp.uint32))
         batch = jax.tree.map(lambda a: a[lane_ids], problems)
         res = fit_batch(batch, lane_w, keys=lane_keys, protocol=protocol, bucket=bucket,
-                        devices=devices, pad_to=full)
+                        devices=devices, pad_to=int(math.ceil(len(lane_ids) / full)) * full)
         out = []
         for j, w in enumerate(ws):
             s = slice(j * R, (j + 1) * R)
@@ -172,7 +541,8 @@ def _kernel_probe(problems: Problem, keys, protocol: Protocol, bucket: int, devi
                 width=int(w), success=n_ok >= protocol.min_successes, successes=n_ok, restarts=R,
                 mse=[float(v) for v in res.mse[s]], max_err=[float(v) for v in res.max_err[s]],
                 steps=[int(v) for v in res.steps[s]],
-                passed={name: [bool(v) for v in res.passed[s, c]] for c, name in enumerate(criteria.CRITERIA)}))
+                passed={name: [bool(v) for v in res.passed[s, c]] for c, name in enumerate(criteria.CRITERIA)},
+                first_restart=int(first_restart[j])))
         return out
 
     return probe
@@ -195,38 +565,66 @@ def _problem_summary(problems: Problem, protocol: Protocol) -> tuple:
 
 
 def min_width_batch(problems: Problem, *, keys, protocol: Protocol, widths: Sequence[int],
-                    strategy: str = "bisect", devices=None) -> list:
-    """Smallest trainable width of each problem in a batch.
+                    strategy: str = DEFAULT_STRATEGY, report: str = "typical",
+                    rule: Optional[AdaptiveRule] = None, devices=None) -> list:
+    """Minimal trainable width of each problem in a batch.
 
     Args:
       problems: batch with leading axis ``(n,)``.
       keys: ``(n,)`` PRNG keys, one per instance (lane keys fold in width and restart).
       protocol: training protocol (restarts, criterion, ...).
       widths: candidate total widths (sorted and deduplicated here), e.g. :func:`width_grid`.
-      strategy: ``"bisect"`` (about ``1 + log2(len(widths))`` probes) or ``"grid"`` (every width).
+      strategy: ``"adaptive"`` (default; typical and existence widths from a monotone fit of p(w)),
+        ``"bisect"`` (about ``1 + log2(len(widths))`` probes) or ``"grid"`` (every width).
+      report: for ``adaptive``, which width is ``min_width``: ``"typical"`` (w50) or ``"existence"``.
+      rule: adaptive-rule parameters (default :class:`AdaptiveRule`()).
       devices: devices to shard lanes over (default all local devices).
     Returns:
       list of ``n`` :class:`WidthResult`.
     """
+    if report not in REPORT_WIDTHS:
+        raise FTCInputError(f"report: unknown value {report!r}; choose one of {', '.join(REPORT_WIDTHS)}")
     cand = _candidates(widths, protocol)
     n = problems.x.shape[0]
     keys = jnp.asarray(keys)
     if keys.shape[0] != n:
         raise FTCInputError(f"keys: need {n} keys (one per instance), got {keys.shape[0]}")
     probe = _kernel_probe(problems, keys, protocol, int(cand.max()), devices)
-    mins, censored, nonmono, probes = search_widths(probe, n, cand, strategy)
+    found = search_widths(probe, n, cand, strategy, rule=rule)
     summaries, trivial = _problem_summary(problems, protocol)
-    out = []
-    for i in range(n):
-        out.append(WidthResult(min_width=mins[i], censored=censored[i], trivial=bool(trivial[i]),
-                               non_monotone=nonmono[i], trainings=len(probes[i]) * protocol.restarts,
-                               strategy=strategy, problem=summaries[i], probes=probes[i]))
-    return out
+    return [result_from_search(found, i, strategy=strategy, report=report, trivial=bool(trivial[i]),
+                               problem=summaries[i]) for i in range(n)]
+
+
+def result_from_search(found: SearchOutcome, i: int, *, strategy: str, report: str = "typical",
+                       trivial: bool = False, problem: Optional[dict] = None) -> WidthResult:
+    """The :class:`WidthResult` of instance ``i`` of a :class:`SearchOutcome`."""
+    e = found.estimates[i]
+    probes = found.probes[i]
+    mw, cens = found.min_width[i], found.censored[i]
+    is_ = {"grid": "grid-smallest-success", "bisect": "bisect-transition"}.get(strategy, "w50")
+    if strategy == "adaptive" and report == "existence":
+        mw, cens, is_ = e.existence_width, e.existence_width is None and e.status == "censored", "existence"
+    probed = e.trials > 0
+    lst = lambda t: None if t is None else [None if v is None else int(v) for v in t]
+    return WidthResult(
+        min_width=mw, censored=bool(cens), trivial=trivial, non_monotone=bool(found.non_monotone[i]),
+        trainings=int(sum(p.restarts for p in probes)), strategy=strategy, problem=problem or {},
+        probes=probes, search_rule=found.rule, min_width_is=is_,
+        status=e.status if strategy == "adaptive" else ("censored" if cens else "measured"),
+        w50=e.w50, w50_bracket=lst(e.w50_bracket), w50_interval=lst(e.w50_interval),
+        existence_width=e.existence_width, existence_bracket=lst(e.existence_bracket),
+        existence_trials_below=int(e.existence_trials_below), existence_p_below=e.existence_p_below,
+        non_monotone_p=float(e.non_monotone_p),
+        p_fit={"widths": [int(w) for w in e.widths[probed]], "successes": [int(v) for v in e.successes[probed]],
+               "trials": [int(v) for v in e.trials[probed]], "p": [float(v) for v in e.p_fit[probed]]},
+        rule_params=dict(found.rule_params))
 
 
 def min_width(problem: Problem, *, key, protocol: Protocol, widths: Sequence[int],
-              strategy: str = "bisect") -> WidthResult:
-    """Smallest trainable width of one problem (see :func:`min_width_batch`)."""
+              strategy: str = DEFAULT_STRATEGY, report: str = "typical",
+              rule: Optional[AdaptiveRule] = None) -> WidthResult:
+    """Minimal trainable width of one problem (see :func:`min_width_batch`)."""
     batch = jax.tree.map(lambda a: jnp.asarray(a)[None], problem)
     return min_width_batch(batch, keys=jnp.asarray(key)[None], protocol=protocol, widths=widths,
-                           strategy=strategy)[0]
+                           strategy=strategy, report=report, rule=rule)[0]

@@ -204,9 +204,16 @@ def compare_records(recs_a: Sequence[dict], recs_b: Sequence[dict], *, ignore: S
     """Pair records by (cell without the ``ignore`` axes, replicate) and compare minimal widths."""
     from ftcjax.analysis.records import group_label, group_records
 
+    from ftcjax.analysis.records import search_rule_of
+
     a = {_pair_key(r, ignore): r for r in recs_a}
     b = {_pair_key(r, ignore): r for r in recs_b}
     both = [k for k in a if k in b]
+    mixed = sorted({(search_rule_of(a[k]), search_rule_of(b[k])) for k in both
+                    if search_rule_of(a[k]) != search_rule_of(b[k])})
+    if mixed:
+        raise FTCInputError(f"records: {label_a} and {label_b} were searched by different rules "
+                            f"({mixed[0][0]} vs {mixed[0][1]}); their widths are not comparable")
     moved = []
     down = up = cens = 0
     per_group: dict = {}

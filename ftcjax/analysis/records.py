@@ -15,7 +15,7 @@ import numpy as np
 
 from ftcjax._src.errors import FTCInputError
 
-__all__ = ["load_records", "group_records", "InstanceArrays", "instance_arrays", "group_label", "varying_axes",
+__all__ = ["load_records", "group_records", "search_rule_of", "InstanceArrays", "instance_arrays", "group_label", "varying_axes",
            "protocol_summary", "width_from_probes"]
 
 
@@ -37,19 +37,33 @@ def load_records(run_dir: str) -> list:
 _INSTANCE_KEYS = ("replicate", "seed_index", "instance")
 
 
+_LEGACY_RULES = {"bisect": "bisect-v1", "grid": "grid-v1"}
+
+
+def search_rule_of(rec: dict) -> str:
+    """The versioned search rule behind a record (records written before versioning: from ``strategy``)."""
+    rule = rec.get("search_rule")
+    if rule:
+        return str(rule)
+    strategy = rec.get("strategy") or (rec.get("protocol") or {}).get("strategy") or "bisect"
+    return _LEGACY_RULES.get(strategy, str(strategy))
+
+
 def group_records(records: Iterable[dict], *, over: str = "N") -> dict:
-    """Group records by every cell axis except ``over`` (default: N, the fit axis).
+    """Group records by every cell axis except ``over`` (default: N, the fit axis), and by search rule.
 
     Returns an ordered dict {group key: [records]}; the key is a tuple of sorted (axis, value)
     pairs (values made hashable) so that any grid axis (lr, steps, dtype, ...) separates groups.
+    Widths found by different search rules (``search_rule``) measure different things (a bisection
+    transition, a typical width w50), so they always land in different groups, never in one fit.
     """
     groups: dict = {}
     for rec in records:
         cell = rec.get("cell")
         if not isinstance(cell, dict):
             raise FTCInputError(f"record {rec.get('instance_id')!r}: field 'cell' missing or not a dict")
-        key = tuple(sorted((k, _hashable(v)) for k, v in cell.items()
-                           if k != over and k not in _INSTANCE_KEYS))
+        key = tuple(sorted([(k, _hashable(v)) for k, v in cell.items()
+                            if k != over and k not in _INSTANCE_KEYS] + [("search_rule", search_rule_of(rec))]))
         groups.setdefault(key, []).append(rec)
     return dict(sorted(groups.items(), key=lambda kv: _sort_key(kv[0])))
 

@@ -8,11 +8,11 @@ criterion (mse <= 0.04) trivially satisfied at small N/K, as in the paper's Fig.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["synthetic_records"]
+__all__ = ["synthetic_records", "step_p", "logistic_p", "dip_p", "window_p", "true_w50", "bernoulli_trainer"]
 
 
 def synthetic_records(*, Ns: Sequence[int], depth: int = 3, alpha: float = 0.5, c: float = 3.0,
@@ -82,3 +82,63 @@ def _next_width(widths, w):
 
 def _cellkey(cell):
     return "-".join(f"{k}{v}" for k, v in sorted(cell.items()) if k != "N")
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic trainers with a known success probability p(w), for the width search itself.
+
+
+def step_p(w_true: float, *, level: float = 1.0):
+    """p(w) = level for w >= w_true, else 0 (a sharp transition; level < 1 is a plateau)."""
+    return lambda w: np.where(np.asarray(w, float) >= w_true, level, 0.0)
+
+
+def logistic_p(w50: float, *, scale: float = 0.15):
+    """p(w) = 1 / (1 + exp(-(log w - log w50) / scale)): 1/2 at ``w50``, transition width ~ scale in log w."""
+    return lambda w: 1.0 / (1.0 + np.exp(-(np.log(np.asarray(w, float)) - np.log(w50)) / scale))
+
+
+def dip_p(w50: float, dip_at: Sequence[float], *, depth: float = 0.9, scale: float = 0.15):
+    """A logistic p(w) lowered by the factor ``1 - depth`` at the widths ``dip_at`` (non-monotone)."""
+    base = logistic_p(w50, scale=scale)
+    dips = np.asarray(list(dip_at), float)
+    return lambda w: base(w) * np.where(np.isin(np.asarray(w, float), dips), 1.0 - depth, 1.0)
+
+
+def window_p(lower: float, upper: float, *, level: float = 1.0):
+    """p(w) = level for lower <= w <= upper, else 0 (trainable only in a window of widths)."""
+    return lambda w: np.where((np.asarray(w, float) >= lower) & (np.asarray(w, float) <= upper), level, 0.0)
+
+
+def true_w50(p_fn, widths) -> Optional[int]:
+    """Smallest candidate with p(w) >= 1/2 (the typical width the search should recover), or None."""
+    w = np.asarray(widths)
+    ok = np.flatnonzero(np.asarray(p_fn(w)) >= 0.5)
+    return int(w[ok[0]]) if ok.size else None
+
+
+def bernoulli_trainer(p_fns: Sequence, *, restarts: int, seed: int = 0, min_successes: int = 1,
+                      calls: Optional[list] = None):
+    """A probe function for :func:`ftcjax.search_widths` whose instance i succeeds with p_fns[i](w).
+
+    The restarts of a probe of instance i at width w succeed iff ``u < p(w)`` with ``u`` drawn from
+    ``numpy.random.default_rng([seed, i, w, first_restart])``: independent, reproducible draws, and a
+    repeated probe (larger ``first_restart``) draws fresh ones, as with the kernel's lane keys. ``calls``: optional list that receives the number of probes of every call (one per round).
+    """
+    from ftcjax import Probe
+
+    def probe(ids, widths, first_restart):
+        if calls is not None:
+            calls.append(len(ids))
+        out = []
+        for i, w, f in zip(ids, widths, first_restart):
+            p = float(p_fns[int(i)](np.asarray([w]))[0])
+            u = np.random.default_rng([seed, int(i), int(w), int(f)]).random(restarts)
+            ok = (u < p).tolist()
+            k = int(sum(ok))
+            out.append(Probe(width=int(w), success=k >= min_successes, successes=k, restarts=restarts,
+                             mse=[0.0 if o else 1.0 for o in ok], max_err=[0.0 if o else 1.0 for o in ok],
+                             steps=[1] * restarts, passed={"strict": ok}, first_restart=int(f)))
+        return out
+
+    return probe

@@ -171,7 +171,7 @@ class SweepSpec:
       axes: ordered mapping axis -> tuple of values (grid axes then training axes); cells are the
         product of the axes in this order, minus the cells with ``N > K``.
       widths: sorted candidate widths of the minimal-width search.
-      strategy: "bisect" or "grid".
+      strategy: the search rule: "adaptive" (default), "bisect" or "grid".
       chunk_size: instances per chunk.
       text: the original TOML text (kept in the run directory for humans).
     """
@@ -487,7 +487,9 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
             ok = False
         if ok:
             widths = list(range(lower, upper + 1, step))
-    strategy = width.get("strategy", "bisect")
+    from ftcjax._src.search import DEFAULT_STRATEGY
+
+    strategy = width.get("strategy", DEFAULT_STRATEGY)
     if strategy not in _choices("strategy"):
         errs.append(f"width.strategy: unknown value {_fmt(strategy)}; choose one of "
                     f"{', '.join(_choices('strategy'))}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Iterable, Optional, Sequence
 
@@ -16,7 +17,7 @@ import numpy as np
 from ftcjax._src.errors import FTCInputError
 
 __all__ = ["load_records", "group_records", "search_rule_of", "InstanceArrays", "instance_arrays", "group_label", "varying_axes",
-           "protocol_summary", "width_from_probes"]
+           "protocol_summary", "width_from_probes", "width_interval"]
 
 
 def load_records(run_dir: str) -> list:
@@ -126,7 +127,8 @@ def width_from_probes(rec: dict, criterion: str) -> tuple:
 class InstanceArrays:
     """Per-instance arrays of one group, all shape (n,).
 
-    widths: float, NaN where censored. ceiling: largest probed width (NaN if no probe).
+    widths: float, NaN where censored. lower/upper: the interval the searched width is known to lie
+    in (:func:`width_interval`; upper = inf when censored, NaN for trivial instances). ceiling: largest probed width (NaN if no probe).
     mse_zero: loss of g = 0 (fraction of the paper's threshold tells how trivial a cell is).
     """
 
@@ -140,6 +142,29 @@ class InstanceArrays:
     mse_zero: np.ndarray
     trainings: np.ndarray
     instance_id: tuple
+    lower: np.ndarray = None  # (n,) the width lies in (lower, upper]: see width_interval
+    upper: np.ndarray = None
+
+
+def width_interval(rec: dict, width: Optional[float], censored: bool) -> tuple:
+    """``(lower, upper)``: the reported width lies in ``(lower, upper]`` as far as the probes tell.
+
+    A measured width ``w`` is bracketed by the widest probed width below it (bisection and the grid
+    probed the previous candidate and it failed; the adaptive rule stores its bracket); ``lower = 0``
+    when nothing below was probed. A censored instance lies above its largest probed width
+    (``upper = inf``); an adaptive instance left ``unresolved`` lies above the probed width below the top.
+    """
+    probed = sorted({float(p["width"]) for p in rec.get("probes", [])})
+    if censored or width is None:
+        top = probed[-1] if probed else math.nan
+        if rec.get("status") == "unresolved" and len(probed) > 1:
+            top = probed[-2]
+        return top, math.inf
+    bracket = rec.get("existence_bracket" if rec.get("min_width_is") == "existence" else "w50_bracket")
+    if bracket and rec.get("search_rule", "").startswith("adaptive") and bracket[1] == width:
+        return float(bracket[0]), float(width)
+    below = [w for w in probed if w < width]
+    return (below[-1] if below else 0.0), float(width)
 
 
 def instance_arrays(records: Sequence[dict], *, criterion: Optional[str] = None) -> InstanceArrays:
@@ -154,6 +179,8 @@ def instance_arrays(records: Sequence[dict], *, criterion: Optional[str] = None)
     ceiling = np.full(n, np.nan)
     mse_zero = np.full(n, np.nan)
     trainings = np.zeros(n)
+    lower = np.full(n, np.nan)
+    upper = np.full(n, np.nan)
     for i, rec in enumerate(records):
         cell = rec["cell"]
         prob = rec.get("problem", {})
@@ -171,6 +198,10 @@ def instance_arrays(records: Sequence[dict], *, criterion: Optional[str] = None)
             w, censored[i], trivial[i] = width_from_probes(rec, criterion)
         if not censored[i] and w is not None:
             widths[i] = float(w)
+        if censored[i] or w is None:
+            censored[i] = True
+        if not trivial[i]:
+            lower[i], upper[i] = width_interval(rec, None if censored[i] else float(w), bool(censored[i]))
         nonmono[i] = bool(rec.get("non_monotone", False))
         pw = [p["width"] for p in rec.get("probes", [])]
         if pw:
@@ -181,7 +212,7 @@ def instance_arrays(records: Sequence[dict], *, criterion: Optional[str] = None)
     return InstanceArrays(N=N, K=K, widths=widths, censored=censored, trivial=trivial,
                           non_monotone=nonmono, ceiling=ceiling, mse_zero=mse_zero,
                           trainings=trainings,
-                          instance_id=tuple(str(r.get("instance_id")) for r in records))
+                          instance_id=tuple(str(r.get("instance_id")) for r in records), lower=lower, upper=upper)
 
 
 def protocol_summary(records: Iterable[dict]) -> tuple:

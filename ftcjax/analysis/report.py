@@ -50,9 +50,14 @@ class GroupReport:
     mse_zero_median: tuple  # per cell (x, median loss of g = 0)
     over: str = "N"  # the fit axis: N (exponent in N) or K (dependence on K at fixed N)
     saturated_cells: tuple = ()  # x values with some K < 3N + 2 (the worst-case bounds depend on K there)
+    mle: Optional[_stats.CensoredFit] = None  # interval-censored MLE over every non-trivial instance
+    mle_error: Optional[str] = None
 
     @property
     def covers_theory(self) -> Optional[bool]:
+        """Whether the censored MLE's profile interval holds the theory exponent (OLS bootstrap if no MLE)."""
+        if self.mle is not None:
+            return self.mle.covers(self.theory)
         return None if self.fit is None else self.fit.covers(self.theory)
 
     @property
@@ -80,6 +85,13 @@ class GroupReport:
                        "there (min{3N, K-2}), so the theory exponent does not apply")
         if self.n_non_monotone:
             out.append(f"{self.n_non_monotone} non-monotone instances (a wider net failed after a narrower passed)")
+        if self.mle is not None and not self.mle.exponent_identified:
+            m = self.mle.models
+            aics = ", ".join(f"{k} {m[k].aic:.1f}" for k in m)
+            out.append(f"exponent NOT identified: the likelihood prefers {self.mle.preferred} (AIC {aics}); "
+                       "a power-law slope over this range is a local description, not an exponent")
+        if self.mle_error:
+            out.append(f"censored MLE not computed: {self.mle_error}")
         if self.fit is not None and self.fit.n_cells < 3:
             out.append(f"only 2 {x} values: no check of curvature")
         if self.fit is not None and self.fit.local:
@@ -159,6 +171,12 @@ def build_report(records: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, 
                                            n_boot=n_boot, seed=seed, level=level)
         except FTCInputError as e:
             err = str(e).replace("distinct N", f"distinct {over}")
+        mle = mle_err = None
+        use = ~arr.trivial & np.isfinite(arr.lower) & (arr.upper > arr.lower)
+        try:
+            mle = _stats.fit_censored(xs[use], arr.lower[use], arr.upper[use], level=level)
+        except FTCInputError as e:
+            mle_err = str(e)
         cells = _stats.cell_summaries(xs, arr.widths, censored=arr.censored, trivial=arr.trivial,
                                       ceiling=arr.ceiling)
         triv = tuple(c.N for c in cells if c.n_trivial == c.n and c.n > 0)
@@ -175,7 +193,8 @@ def build_report(records: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, 
             n_non_monotone=int(arr.non_monotone.sum()), trivial_cells=triv, partly_trivial_cells=part,
             censored_cells=tuple(c.N for c in cells if c.n_censored > 0), mse_zero_median=tuple(mz),
             over=over, saturated_cells=tuple(sorted({float(x) for x, r in zip(xs, recs)
-                                                     if int(r["cell"]["K"]) < 3 * int(r["cell"]["N"]) + 2}))))
+                                                     if int(r["cell"]["K"]) < 3 * int(r["cell"]["N"]) + 2})),
+            mle=mle, mle_error=mle_err))
     shared, varying = _rec.protocol_summary(records)
     return Report(groups=tuple(groups), n_records=len(records), protocol_shared=shared,
                   protocol_varying=varying, level=level, n_boot=n_boot, seed=seed, convergence=convergence,
@@ -212,6 +231,12 @@ def _group_rows(rep: Report) -> list:
             "ci_low": None if f is None or f.ci is None else f.ci[0],
             "ci_high": None if f is None or f.ci is None else f.ci[1],
             "theil_sen": None if f is None else f.theil_sen,
+            "mle_slope": None if g.mle is None else g.mle.slope,
+            "mle_ci_low": None if g.mle is None or g.mle.ci is None else g.mle.ci[0],
+            "mle_ci_high": None if g.mle is None or g.mle.ci is None else g.mle.ci[1],
+            "mle_sigma": None if g.mle is None else g.mle.sigma,
+            "preferred_model": None if g.mle is None else g.mle.preferred,
+            "exponent_identified": None if g.mle is None else g.mle.exponent_identified,
             "theory": g.theory, "covers_theory": g.covers_theory,
             "local_slopes": "" if f is None else " ".join(f"{s:.2f}" for _, _, s in f.local),
             "sqrt_a": None if g.sqrt_fit is None else g.sqrt_fit.a,
@@ -263,7 +288,12 @@ def _protocol_lines(rep: Report) -> list:
     out.append("instances: independent within a group ('inst' = number of independent random problems); "
                "the same problems recur across depth, criterion and training axes (paired comparisons), "
                "so different groups are not independent of each other.")
-    out.append(f"fit: OLS of log(min width) on log {x} over uncensored, non-trivial instances; "
+    out.append(f"MLE: log(width) = log a + b log {x} + sigma eps, eps ~ N(0, 1), fitted by maximum likelihood with "
+               f"each width as the interval it is known in ((widest probed width below, width]; censored: (top, inf)), "
+               f"every non-trivial instance used; {int(rep.level * 100)}% profile-likelihood interval (t-calibrated cut); "
+               f"model: the mean model with the lowest AIC among a {x}^b, a + b {x}, a {x}^b + c ('(!)': the exponent "
+               "is identified only when the power law wins).")
+    out.append(f"cross-check: OLS of log(min width) on log {x} over uncensored, non-trivial instances; "
                f"{int(rep.level * 100)}% percentile bootstrap CI resampling instances within each {x} cell "
                f"(n_boot={rep.n_boot}, seed={rep.seed}); Theil-Sen as robustness check; {theory}")
     return out
@@ -292,15 +322,19 @@ def _md(headers: list, rows: list) -> str:
     return "\n".join(out)
 
 
-_SUMMARY_HEAD = ["group", "{x}", "inst", "used", "cens", "triv", "slope", "CI", "Theil-Sen", "theory",
-                 "covers", "local slopes", "a sqrt(N)+b"]
+_SUMMARY_HEAD = ["group", "{x}", "inst", "used", "cens", "triv", "MLE slope", "MLE CI", "model", "OLS slope",
+                 "OLS CI", "Theil-Sen", "theory", "covers", "local slopes", "a sqrt(N)+b"]
 
 
 def _summary_row(g: GroupReport, r: dict) -> list:
     ci = "-" if r["ci_low"] is None else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
     sq = "-" if g.sqrt_fit is None else f"{g.sqrt_fit.a:.2f} sqrt(N) {g.sqrt_fit.b:+.1f}"
     slope = _f(r["slope"]) + (" (!)" if g.unreliable else "")
-    return [g.label, r[f"{g.over}_range"], r["instances"], r["used"], r["censored"], r["trivial"], slope,
+    m = g.mle
+    mci = "-" if m is None or m.ci is None else "[" + ", ".join("open" if v is None else f"{v:.3f}" for v in m.ci) + "]"
+    model = "-" if m is None else (m.preferred + ("" if m.exponent_identified else " (!)"))
+    return [g.label, r[f"{g.over}_range"], r["instances"], r["used"], r["censored"], r["trivial"],
+            "-" if m is None else _f(m.slope), mci, model, slope,
             ci, _f(r["theil_sen"]), "-" if g.theory is None else f"{g.theory:g}", _covers(g),
             r["local_slopes"] or "-", sq]
 

@@ -240,3 +240,40 @@ def test_heavily_censored_fit_is_marked_unreliable():
     g = rep2.groups[0]
     assert g.n_censored > 4 and g.unreliable and any(f.startswith("UNRELIABLE") for f in g.flags)
     assert "(!)" in format_report(rep2)
+
+
+def test_one_median_definition_for_status_report_and_figures():
+    from ftcjax.analysis import figures, records as rec_mod, stats
+    from ftcjax.analysis.synthetic import synthetic_records
+    from ftcjax.sweep.progress import summary_rows
+
+    recs = synthetic_records(Ns=[2], replicates=4, widths=range(1, 49), criterion="strict", seed=0)
+    ws = [10, 12, 15, None]
+    for r, w in zip(recs, ws):
+        r["min_width"], r["censored"], r["trivial"] = w, w is None, False
+    # censored above everything: sorted (10, 12, 15, cens) -> midpoint of 12 and 15
+    assert stats.median_width(ws, censored=[w is None for w in ws]) == 13.5
+    assert summary_rows(recs, ["N"])[0]["median"] == 13.5
+    arr = rec_mod.instance_arrays(recs)
+    rep = build_report(recs, n_boot=0)
+    assert rep.groups[0].cells[0].median == 13.5
+    assert figures._median_iqr(arr.widths, arr.censored)[1] == 13.5
+    # a trivial instance counts as width 0 everywhere
+    recs[3]["censored"], recs[3]["min_width"], recs[3]["trivial"] = False, 1, True
+    assert summary_rows(recs, ["N"])[0]["median"] == 11.0 == build_report(recs, n_boot=0).groups[0].cells[0].median
+
+
+def test_outliers_and_near_trivial_cells_are_flagged():
+    from ftcjax.analysis import stats
+    from ftcjax.analysis.synthetic import synthetic_records
+
+    out = stats.outliers([4, 4, 4, 4, 8, 8], [4, 5, 5, 20, 9, 9], ids=list("abcdef"))
+    assert out == ((4.0, "d", 20.0, 5.0),)
+    # paper criterion at K = 1000: g = 0 has loss ~ (N / K) 2/3, i.e. ~0.053 at N = 80 (< 2 x 0.04)
+    recs = synthetic_records(Ns=[80, 400], replicates=4, K=1000, criterion="paper", seed=1)
+    g = build_report(recs, n_boot=0).groups[0]
+    assert g.near_trivial_cells == (80.0,)
+    assert any("near-trivial at N=80" in f for f in g.flags)
+    recs[0]["min_width"] = 10 * max(r["min_width"] for r in recs[1:4])
+    g = build_report(recs, n_boot=0).groups[0]
+    assert any(f.startswith("outlier at N=80: instance " + recs[0]["instance_id"]) for f in g.flags)

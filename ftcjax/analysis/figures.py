@@ -124,6 +124,7 @@ def _median_iqr(ws: np.ndarray, cens: np.ndarray):
     meas = np.sort(ws[~cens])
     n = ws.shape[0]
     q = [_stats._quantile_censored(meas, n, p) for p in (0.25, 0.5, 0.75)]
+    q[1] = _stats.median_width(ws, censored=cens)  # the one definition of the median everywhere
     return q
 
 

@@ -52,6 +52,8 @@ class GroupReport:
     saturated_cells: tuple = ()  # x values with some K < 3N + 2 (the worst-case bounds depend on K there)
     mle: Optional[_stats.CensoredFit] = None  # interval-censored MLE over every non-trivial instance
     mle_error: Optional[str] = None
+    outliers: tuple = ()  # (x, instance id, width, cell median) for widths > 3x their cell median
+    near_trivial_cells: tuple = ()  # x values where passing needs < 50% loss reduction from g = 0
 
     @property
     def covers_theory(self) -> Optional[bool]:
@@ -77,6 +79,12 @@ class GroupReport:
             out.append(f"trivial (g=0 passes) at {x}=" + _nlist(self.trivial_cells) + ": excluded from fit")
         if self.partly_trivial_cells:
             out.append(f"partly trivial at {x}=" + _nlist(self.partly_trivial_cells))
+        if self.near_trivial_cells:
+            out.append(f"near-trivial at {x}=" + _nlist(self.near_trivial_cells) + ": the loss threshold is more "
+                       "than half the loss of g = 0 (passing needs < 50% loss reduction); the width there "
+                       "measures the threshold more than the capacity")
+        for xo, iid, w, med in self.outliers:
+            out.append(f"outlier at {x}={_nlist([xo])}: instance {iid} needs width {w:g} > 3x the cell median {med:g}")
         if self.censored_cells:
             out.append(f"censored at {x}={_nlist(self.censored_cells)} ({self.n_censored} instances): "
                        "excluded, so the slope is biased LOW there")
@@ -135,6 +143,23 @@ def _theory(depth, over: str, recs: Sequence[dict]) -> Optional[float]:
     return 0.0 if ok and int(depth) in (2, 3) else None
 
 
+def _near_trivial(cellmap: dict, recs: Sequence[dict], xs: np.ndarray, arr, trivial_cells: tuple) -> tuple:
+    """x values (not wholly trivial) whose median loss of g = 0 is below twice the paper threshold.
+
+    Only the paper's absolute loss threshold can be nearly met by g = 0; the relative and strict
+    criteria scale with the problem and always demand a large reduction.
+    """
+    if cellmap.get("criterion") != "paper":
+        return ()
+    thr = float(np.median([float((r.get("protocol") or {}).get("paper_threshold", 0.04)) for r in recs]))
+    out = []
+    for x in np.unique(xs):
+        v = arr.mse_zero[(xs == x) & np.isfinite(arr.mse_zero)]
+        if v.size and float(x) not in trivial_cells and float(np.median(v)) < 2 * thr:
+            out.append(float(x))
+    return tuple(out)
+
+
 def build_report(records: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
                  convergence=None, over: Optional[str] = None) -> Report:
     """Fit every group of ``records`` (see module doc); never raises on a group that cannot be fitted.
@@ -180,6 +205,8 @@ def build_report(records: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, 
         cells = _stats.cell_summaries(xs, arr.widths, censored=arr.censored, trivial=arr.trivial,
                                       ceiling=arr.ceiling)
         triv = tuple(c.N for c in cells if c.n_trivial == c.n and c.n > 0)
+        outl = _stats.outliers(xs, arr.widths, censored=arr.censored, trivial=arr.trivial, ids=arr.instance_id)
+        near = _near_trivial(cellmap, recs, xs, arr, triv)
         part = tuple(c.N for c in cells if 0 < c.n_trivial < c.n)
         mz = []
         for c in cells:
@@ -194,7 +221,7 @@ def build_report(records: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, 
             censored_cells=tuple(c.N for c in cells if c.n_censored > 0), mse_zero_median=tuple(mz),
             over=over, saturated_cells=tuple(sorted({float(x) for x, r in zip(xs, recs)
                                                      if int(r["cell"]["K"]) < 3 * int(r["cell"]["N"]) + 2})),
-            mle=mle, mle_error=mle_err))
+            mle=mle, mle_error=mle_err, outliers=outl, near_trivial_cells=near))
     shared, varying = _rec.protocol_summary(records)
     return Report(groups=tuple(groups), n_records=len(records), protocol_shared=shared,
                   protocol_varying=varying, level=level, n_boot=n_boot, seed=seed, convergence=convergence,

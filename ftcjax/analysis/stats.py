@@ -40,6 +40,8 @@ __all__ = [
     "CensoredFit",
     "fit_censored",
     "simulate_design",
+    "median_width",
+    "outliers",
 ]
 
 
@@ -203,6 +205,41 @@ def _quantile_censored(sorted_measured: np.ndarray, n_total: int, q: float) -> O
     return float(0.5 * (sorted_measured[lo] + sorted_measured[hi]))
 
 
+def median_width(widths, *, censored=None, trivial=None) -> Optional[float]:
+    """THE median minimal width of a cell, used by status, run summary, report and figures alike.
+
+    Over ALL instances (shape ``(n,)``): a censored instance counts as larger than every measured
+    width; a trivial one (g = 0 already passes) counts as width 0. ``None`` when the median falls on a
+    censored instance (it is then only known to exceed the ceiling). For an even count it is the
+    midpoint of the two middle values.
+    """
+    w = np.asarray([np.nan if v is None else v for v in np.ravel(np.asarray(widths, dtype=object))], float)
+    c = np.zeros(w.shape, bool) if censored is None else np.asarray(censored, bool)
+    t = np.zeros(w.shape, bool) if trivial is None else np.asarray(trivial, bool)
+    c = c | (np.isnan(w) & ~t)
+    w = np.where(t & ~c, 0.0, w)
+    return _quantile_censored(np.sort(w[~c]), int(w.shape[0]), 0.5)
+
+
+def outliers(N, widths, *, censored=None, trivial=None, ids=None, factor: float = 3.0) -> tuple:
+    """Instances whose width exceeds ``factor`` times their cell's :func:`median_width`.
+
+    Inputs ``(n,)`` per instance; returns a tuple of ``(N, id, width, cell median)``.
+    """
+    N, widths, censored, trivial = _as_arrays(N, widths, censored, trivial)
+    ids = tuple(range(N.shape[0])) if ids is None else tuple(ids)
+    out = []
+    for n_val in np.unique(N):
+        sel = np.flatnonzero(N == n_val)
+        med = median_width(widths[sel], censored=censored[sel], trivial=trivial[sel])
+        if med is None or med <= 0:
+            continue
+        for i in sel:
+            if not censored[i] and not trivial[i] and widths[i] > factor * med:
+                out.append((float(n_val), ids[i], float(widths[i]), float(med)))
+    return tuple(out)
+
+
 def cell_summaries(N, widths, *, censored=None, trivial=None, ceiling=None) -> tuple:
     """Per-N summaries (see :class:`CellSummary`); inputs shape (n,) per instance.
 
@@ -217,7 +254,7 @@ def cell_summaries(N, widths, *, censored=None, trivial=None, ceiling=None) -> t
         sel = N == n_val
         meas = np.sort(widths[sel & ~censored])
         n_tot = int(sel.sum())
-        med = _quantile_censored(meas, n_tot, 0.5)
+        med = median_width(widths[sel], censored=censored[sel], trivial=trivial[sel])
         lower = None
         if med is None and ceiling is not None:
             # a censored instance needs more than its ceiling; the median is at least the

@@ -6,7 +6,6 @@ a plain timestamped line at most every ``interval`` seconds, and always for the 
 from __future__ import annotations
 
 import math
-import statistics
 import sys
 import time
 from typing import Any, Iterable, TextIO
@@ -92,6 +91,14 @@ class Progress:
                    final=True)
 
 
+def _median(recs: list[dict[str, Any]]):
+    """The one definition of a cell's median width (ftcjax.analysis.stats.median_width)."""
+    from ftcjax.analysis.stats import median_width
+
+    return median_width([r.get("min_width") for r in recs], censored=[bool(r.get("censored")) for r in recs],
+                        trivial=[bool(r.get("trivial")) for r in recs])
+
+
 def summary_rows(records: Iterable[dict[str, Any]], varying: list[str]) -> list[dict[str, Any]]:
     """One row per cell (over the ``varying`` axes): counts and min-width statistics.
 
@@ -110,7 +117,7 @@ def summary_rows(records: Iterable[dict[str, Any]], varying: list[str]) -> list[
             n=len(recs),
             censored=sum(1 for r in recs if r.get("censored")),
             trivial=sum(1 for r in recs if r.get("trivial")),
-            median=statistics.median(widths) if widths else None,
+            median=_median(recs),
             min=min(widths) if widths else None,
             max=max(widths) if widths else None,
         )

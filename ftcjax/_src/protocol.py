@@ -42,6 +42,8 @@ class Protocol:
       lbfgs_memory: L-BFGS history size.
       chunk: runs vmapped together inside a device (keeps the working set in cache on CPU).
       unroll: ``lax.scan`` unroll of the training loop.
+      train_seed: folded into every training key when nonzero: the same instances trained from new
+        initialisations (the noise floor of a convergence check); 0 keeps the original keys.
     """
 
     depth: int = 2
@@ -62,6 +64,7 @@ class Protocol:
     lbfgs_memory: int = 10
     chunk: int = 4
     unroll: int = 4
+    train_seed: int = 0
 
     def __post_init__(self):
         if self.split is not None:
@@ -131,6 +134,8 @@ def validate_protocol(p: Protocol) -> None:
         raise FTCInputError(f"matmul_precision: unknown value {p.matmul_precision!r}; choose one of {', '.join(PRECISIONS)}")
     for name in ("steps", "segment", "restarts", "lbfgs_memory", "chunk", "unroll"):
         _positive_int(name, getattr(p, name))
+    if isinstance(p.train_seed, bool) or not isinstance(p.train_seed, (int, np.integer)) or not 0 <= p.train_seed < 2**32:
+        raise FTCInputError(f"train_seed: {p.train_seed!r} must be an integer in [0, 2**32)")
     _finite_positive("learning_rate", p.learning_rate)
     _finite_positive("tol", p.tol)
     _finite_positive("paper_threshold", p.paper_threshold)

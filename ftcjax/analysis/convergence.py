@@ -30,7 +30,8 @@ import numpy as np
 from ftcjax._src.errors import FTCInputError
 
 __all__ = ["doubled_spec_dict", "doubled_spec_text", "dump_toml", "Comparison", "compare_records",
-           "compare_runs", "main"]
+           "compare_runs", "main", "budget_spec_dict", "reseeded_spec_dict", "GroupVerdict", "noise_floor_verdicts",
+           "format_verdicts", "next_budgets"]
 
 # Protocol defaults used when a spec leaves steps/restarts out (read from the core when importable).
 _FALLBACK = {"steps": 2000, "restarts": 4}
@@ -45,7 +46,8 @@ def _protocol_default(name: str) -> int:
         return _FALLBACK[name]
 
 
-def doubled_spec_dict(data: dict, *, factor: int = 2, subset: Optional[dict] = None) -> dict:
+def doubled_spec_dict(data: dict, *, factor: int = 2, subset: Optional[dict] = None,
+                      axes: Sequence[str] = ("steps", "restarts")) -> dict:
     """A parsed spec (TOML dict) with every ``train.steps`` and ``train.restarts`` value times ``factor``.
 
     Everything else (seed, grid, replicates, widths, chunking) is kept, so the instances are identical.
@@ -54,7 +56,7 @@ def doubled_spec_dict(data: dict, *, factor: int = 2, subset: Optional[dict] = N
     (to fit a budget: 2x steps and 2x restarts cost 4x); instances keep their identity, so the
     comparison pairs them with the same instances of the full run.
     """
-    if not isinstance(factor, int) or factor < 2:
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
         raise FTCInputError(f"factor: {factor!r} must be an integer >= 2")
     out = json.loads(json.dumps(data))  # deep copy of plain TOML data
     for axis, values in (subset or {}).items():
@@ -69,7 +71,7 @@ def doubled_spec_dict(data: dict, *, factor: int = 2, subset: Optional[dict] = N
             raise FTCInputError(f"subset: grid.{axis} values {bad or values!r} are not in the spec's {have!r}")
         grid[axis] = list(values)
     train = out.setdefault("train", {})
-    for k in ("steps", "restarts"):
+    for k in axes:
         v = train.get(k, _protocol_default(k))
         if isinstance(v, list):
             train[k] = [int(x) * factor for x in v]
@@ -77,9 +79,33 @@ def doubled_spec_dict(data: dict, *, factor: int = 2, subset: Optional[dict] = N
             train[k] = int(v) * factor
         else:
             raise FTCInputError(f"train.{k}: {v!r} must be an integer or a list of integers")
-    out["name"] = f"{data.get('name', 'sweep')}-x{factor}"
+    tag = "" if tuple(axes) == ("steps", "restarts") else "-" + "-".join(axes)
+    out["name"] = f"{data.get('name', 'sweep')}{tag}-x{factor}"
     desc = data.get("description", "")
-    out["description"] = (desc + " " if desc else "") + f"[convergence check: steps and restarts x{factor}]"
+    out["description"] = (desc + " " if desc else "") + f"[convergence check: {' and '.join(axes)} x{factor}]"
+    return out
+
+
+def budget_spec_dict(data: dict, axis: str, *, factor: int = 2, subset: Optional[dict] = None) -> dict:
+    """The spec with only ``train.<axis>`` (``steps`` or ``restarts``) times ``factor``; same instances."""
+    if axis not in ("steps", "restarts"):
+        raise FTCInputError(f"axis: {axis!r} must be 'steps' or 'restarts'")
+    return doubled_spec_dict(data, factor=factor, subset=subset, axes=(axis,))
+
+
+def reseeded_spec_dict(data: dict, *, train_seed: int = 1, subset: Optional[dict] = None) -> dict:
+    """The spec at the same budget with new training keys (``train.train_seed``): the noise floor.
+
+    Problem keys do not depend on training axes, so the instances are the same; only the
+    initialisations (and so the restart outcomes) are new draws.
+    """
+    if isinstance(train_seed, bool) or not isinstance(train_seed, int) or train_seed < 1:
+        raise FTCInputError(f"train_seed: {train_seed!r} must be an integer >= 1")
+    out = doubled_spec_dict(data, factor=2, subset=subset, axes=())
+    out.setdefault("train", {})["train_seed"] = train_seed
+    out["name"] = f"{data.get('name', 'sweep')}-reseed{train_seed}"
+    desc = data.get("description", "")
+    out["description"] = (desc + " " if desc else "") + f"[noise floor: same budget, train_seed = {train_seed}]"
     return out
 
 
@@ -191,7 +217,7 @@ class Comparison:
         return out
 
 
-_IGNORED = ("steps", "restarts")
+_IGNORED = ("steps", "restarts", "train_seed")
 
 
 def _pair_key(rec: dict, ignore: Sequence[str]) -> tuple:
@@ -295,3 +321,121 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ----------------------------------------------------------------------------------------------
+# The verdict against the noise floor.
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupVerdict:
+    """Budget shift vs noise floor for one group (all cell axes but N and the budget axes).
+
+    Per paired instance i: ``b_i = log w_budget - log w_base`` and ``r_i = log w_reseed - log w_base``
+    (censored widths ranked above every measured one: they enter as twice the largest probed width).
+    ``p_value``: two-sided Wilcoxon signed-rank test of ``b_i - r_i = log w_budget - log w_reseed``
+    (does the larger budget move widths more than new seeds do?). ``median_ratio``: ``exp(median b)``
+    with a distribution-free ``level`` interval (order statistics of b). ``verdict``: ``"moving"``
+    when ``p_value < alpha``, else ``"converged"``; ``"too few"`` below 6 informative pairs.
+    ``moved_budget``/``moved_reseed``: instances whose width changed under each.
+    """
+
+    label: str
+    n: int
+    moved_budget: int
+    moved_reseed: int
+    p_value: Optional[float]
+    median_ratio: Optional[float]
+    ratio_ci: Optional[tuple]
+    reseed_ratio: Optional[float]
+    verdict: str
+    budget: str = ""
+
+
+def _log_width(rec: dict) -> float:
+    if rec.get("censored") or rec.get("min_width") is None:
+        top = max([p["width"] for p in rec.get("probes", [])] or [1])
+        return float(np.log(2.0 * top))
+    return float(np.log(max(float(rec["min_width"]), 0.5)))  # trivial width 0: below every width
+
+
+def _median_ci(v: np.ndarray, level: float) -> Optional[tuple]:
+    """Distribution-free interval for the median: order statistics from the binomial(n, 1/2)."""
+    from scipy import stats
+
+    n = v.shape[0]
+    if n < 2:
+        return None
+    v = np.sort(v)
+    k = int(stats.binom.ppf((1 - level) / 2, n, 0.5))
+    lo, hi = max(k - 1, 0), min(n - k, n - 1)
+    return float(v[lo]), float(v[hi])
+
+
+def noise_floor_verdicts(base: Sequence[dict], reseed: Sequence[dict], budget: Sequence[dict], *,
+                         alpha: float = 0.05, level: float = 0.95, budget_label: str = "") -> list:
+    """One :class:`GroupVerdict` per group of ``base`` (records of three runs on the same instances)."""
+    from scipy import stats
+
+    from ftcjax.analysis.records import group_label, group_records, search_rule_of
+
+    ignore = _IGNORED
+    rs = {_pair_key(r, ignore): r for r in reseed}
+    bs = {_pair_key(r, ignore): r for r in budget}
+    out = []
+    for key, recs in group_records(base).items():
+        pairs = [(r, rs[k], bs[k]) for r in recs for k in [_pair_key(r, ignore)] if k in rs and k in bs]
+        for a, r, b in pairs:
+            if len({search_rule_of(a), search_rule_of(r), search_rule_of(b)}) > 1:
+                raise FTCInputError(f"records of instance {a.get('instance_id')!r} were searched by different "
+                                    "rules in the three runs; their widths are not comparable")
+        label = group_label(key, skip=ignore + ("search_rule",), show=())
+        if not pairs:
+            continue
+        w0 = np.array([_log_width(a) for a, _, _ in pairs])
+        wr = np.array([_log_width(r) for _, r, _ in pairs])
+        wb = np.array([_log_width(b) for _, _, b in pairs])
+        bsh, rsh = wb - w0, wr - w0
+        diff = wb - wr
+        n_inf = int(np.sum(diff != 0))
+        p = None
+        if n_inf >= 6:
+            p = float(stats.wilcoxon(diff, zero_method="zsplit", alternative="two-sided").pvalue)
+        elif n_inf == 0 and len(pairs) >= 6:
+            p = 1.0
+        ci = _median_ci(bsh, level)
+        verdict = "too few" if p is None else ("moving" if p < alpha else "converged")
+        out.append(GroupVerdict(label=label, n=len(pairs), moved_budget=int(np.sum(bsh != 0)),
+                                moved_reseed=int(np.sum(rsh != 0)), p_value=p,
+                                median_ratio=float(np.exp(np.median(bsh))),
+                                ratio_ci=None if ci is None else (float(np.exp(ci[0])), float(np.exp(ci[1]))),
+                                reseed_ratio=float(np.exp(np.median(rsh))), verdict=verdict, budget=budget_label))
+    return out
+
+
+def format_verdicts(verdicts: Sequence[GroupVerdict]) -> str:
+    """A plain table: one line per group with the noise floor beside the budget shift."""
+    lines = ["group | n | moved: budget / reseed | median ratio budget/base [95%] | reseed/base | Wilcoxon p | verdict"]
+    for v in verdicts:
+        ci = "-" if v.ratio_ci is None else f"[{v.ratio_ci[0]:.2f}, {v.ratio_ci[1]:.2f}]"
+        p = "-" if v.p_value is None else f"{v.p_value:.3g}"
+        lines.append(f"{v.label} {v.budget}| {v.n} | {v.moved_budget} / {v.moved_reseed} | "
+                     f"{v.median_ratio:.2f} {ci} | {v.reseed_ratio:.2f} | {p} | {v.verdict}")
+    return "\n".join(lines)
+
+
+def next_budgets(verdicts_by_axis: dict, factors: dict, *, max_factor: int = 8) -> dict:
+    """Budget factors for the next round of ``--until-converged``.
+
+    ``verdicts_by_axis``: {"steps": [GroupVerdict], "restarts": [...]}; ``factors``: {group label:
+    {"steps": f, "restarts": f}} current factors. A group moving under an axis doubles that axis
+    (up to ``max_factor``). Returns the new factors of the groups still moving and below the cap.
+    """
+    out = {}
+    for axis, verdicts in verdicts_by_axis.items():
+        for v in verdicts:
+            cur = dict(factors.get(v.label, {"steps": 1, "restarts": 1}))
+            if v.verdict == "moving" and cur[axis] * 2 <= max_factor:
+                cur[axis] *= 2
+                out.setdefault(v.label, dict(factors.get(v.label, {"steps": 1, "restarts": 1})))[axis] = cur[axis]
+    return out

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["synthetic_records", "step_p", "logistic_p", "dip_p", "window_p", "true_w50", "bernoulli_trainer"]
+__all__ = ["synthetic_records", "step_p", "logistic_p", "dip_p", "window_p", "true_w50", "bernoulli_trainer", "search_records"]
 
 
 def synthetic_records(*, Ns: Sequence[int], depth: int = 3, alpha: float = 0.5, c: float = 3.0,
@@ -142,3 +142,28 @@ def bernoulli_trainer(p_fns: Sequence, *, restarts: int, seed: int = 0, min_succ
         return out
 
     return probe
+
+
+def search_records(p_fns: Sequence, *, Ns: Sequence[int], widths: Sequence[int], restarts: int = 2,
+                   seed: int = 0, strategy: str = "adaptive", steps: int = 100, depth: int = 3,
+                   K: int = 100) -> list:
+    """Sweep-like records of the real search run on :func:`bernoulli_trainer` instances.
+
+    ``p_fns[i]`` is the success model of instance i, placed in cell ``N = Ns[i]`` with replicate i (so
+    two calls with the same ``Ns`` pair their instances). ``seed`` plays the training seed: another
+    seed is a reseeded run of the same instances. ``steps`` is only written into the protocol.
+    """
+    from ftcjax import search_widths
+    from ftcjax._src.search import result_from_search
+
+    widths = sorted(int(w) for w in widths)
+    found = search_widths(bernoulli_trainer(p_fns, restarts=restarts, seed=seed), len(p_fns), widths, strategy)
+    out = []
+    for i, n in enumerate(Ns):
+        rec = result_from_search(found, i, strategy=strategy, problem={"N": int(n), "K": int(K)}).to_dict()
+        cell = {"depth": depth, "N": int(n), "K": int(K), "d": 2, "criterion": "strict", "steps": steps,
+                "restarts": restarts, "train_seed": seed}
+        rec.update(spec_hash="synthetic", instance_id=f"N{n}-r{i}-s{seed}-st{steps}-R{restarts}", cell=cell,
+                   replicate=i, protocol={"depth": depth, "steps": steps, "restarts": restarts, "train_seed": seed})
+        out.append(rec)
+    return out

@@ -1,0 +1,60 @@
+"""Convergence against the noise floor: a budget shift counts only when it exceeds what new seeds do."""
+import numpy as np
+import pytest
+
+from ftcjax._src.errors import FTCInputError
+from ftcjax.analysis import convergence as conv
+from ftcjax.analysis import synthetic as syn
+
+WIDTHS = list(range(1, 49))
+
+
+def _instances(n=30, seed=0, shrink=1.0):
+    rng = np.random.default_rng(seed)
+    Ns = np.repeat([2, 4, 8], n // 3)
+    w50 = 3.0 * np.sqrt(Ns) * np.exp(0.2 * rng.standard_normal(Ns.size))
+    return Ns, [syn.logistic_p(w * shrink, scale=0.15) for w in w50]
+
+
+def test_reseed_is_converged_and_a_budget_dependent_trainer_is_moving():
+    Ns, ps = _instances()
+    base = syn.search_records(ps, Ns=Ns, widths=WIDTHS, seed=0)
+    reseed = syn.search_records(ps, Ns=Ns, widths=WIDTHS, seed=1)
+    # the 2x run of a converged measurement is one more draw of the same p(w)
+    same = syn.search_records(ps, Ns=Ns, widths=WIDTHS, seed=2, steps=200)
+    v = conv.noise_floor_verdicts(base, reseed, same)
+    assert len(v) == 1 and v[0].n == 30 and v[0].verdict == "converged", v
+    assert v[0].moved_reseed > 0  # the noise floor is real: widths move under new seeds alone
+    # a trainer whose widths shrink by 35% with twice the steps
+    _, ps_more = _instances(shrink=0.65)
+    moving = syn.search_records(ps_more, Ns=Ns, widths=WIDTHS, seed=2, steps=200)
+    v = conv.noise_floor_verdicts(base, reseed, moving)
+    assert v[0].verdict == "moving" and v[0].p_value < 1e-3
+    assert v[0].ratio_ci[1] < 1.0 and abs(v[0].median_ratio - 0.65) < 0.15
+    assert "moving" in conv.format_verdicts(v)
+
+
+def test_records_of_different_rules_are_not_compared():
+    Ns, ps = _instances(n=9)
+    base = syn.search_records(ps, Ns=Ns, widths=WIDTHS, seed=0)
+    other = syn.search_records(ps, Ns=Ns, widths=WIDTHS, seed=1, strategy="bisect")
+    with pytest.raises(FTCInputError, match="different rules"):
+        conv.noise_floor_verdicts(base, base, other)
+    with pytest.raises(FTCInputError, match="different rules"):
+        conv.compare_records(base, other)
+
+
+def test_budget_and_reseed_specs_change_only_their_axis():
+    data = {"name": "s", "seed": 3, "grid": {"N": [1, 2], "K": 10}, "train": {"steps": 100, "restarts": 2}}
+    st = conv.budget_spec_dict(data, "steps")
+    assert st["train"] == {"steps": 200, "restarts": 2} and st["seed"] == 3 and st["name"] == "s-steps-x2"
+    rs = conv.reseeded_spec_dict(data)
+    assert rs["train"] == {"steps": 100, "restarts": 2, "train_seed": 1} and rs["grid"] == data["grid"]
+    with pytest.raises(FTCInputError, match="axis"):
+        conv.budget_spec_dict(data, "lr")
+    nb = conv.next_budgets({"steps": [conv.GroupVerdict("g", 9, 5, 2, 0.01, 0.7, (0.6, 0.8), 1.0, "moving")],
+                            "restarts": [conv.GroupVerdict("g", 9, 1, 2, 0.6, 1.0, (0.9, 1.1), 1.0, "converged")]},
+                           {"g": {"steps": 4, "restarts": 1}}, max_factor=8)
+    assert nb == {"g": {"steps": 8, "restarts": 1}}
+    assert conv.next_budgets({"steps": [conv.GroupVerdict("g", 9, 5, 2, 0.01, 0.7, None, 1.0, "moving")]},
+                             {"g": {"steps": 8, "restarts": 1}}, max_factor=8) == {}

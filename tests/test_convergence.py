@@ -58,3 +58,34 @@ def test_budget_and_reseed_specs_change_only_their_axis():
     assert nb == {"g": {"steps": 8, "restarts": 1}}
     assert conv.next_budgets({"steps": [conv.GroupVerdict("g", 9, 5, 2, 0.01, 0.7, None, 1.0, "moving")]},
                              {"g": {"steps": 8, "restarts": 1}}, max_factor=8) == {}
+
+
+def test_until_converged_doubles_only_moving_groups_and_states_where_each_converged():
+    # Two groups (depth 2 and 3); depth 3's widths shrink with every doubling up to 4x, depth 2 never moves.
+    rng = np.random.default_rng(0)
+    Ns = np.repeat([2, 4, 8], 8)
+    w50 = 3.0 * np.sqrt(Ns) * np.exp(0.2 * rng.standard_normal(Ns.size))
+    calls = []
+
+    def run(spec, run_dir):
+        steps = spec["train"]["steps"]
+        level = steps // 100
+        seed = spec["train"].get("train_seed", 0) + 7 * spec["train"]["restarts"]
+        depths = spec["grid"]["depth"]
+        calls.append((run_dir, steps, spec["train"]["restarts"], tuple(depths)))
+        out = []
+        for depth in depths:
+            shrink = 1.0 if depth == 2 else 0.6 ** np.log2(min(max(level, 1), 4))
+            ps = [syn.logistic_p(w * shrink, scale=0.15) for w in w50]
+            out += syn.search_records(ps, Ns=Ns, widths=WIDTHS, seed=seed + depth, steps=steps, depth=depth,
+                                      restarts=spec["train"]["restarts"])
+        return out
+
+    data = {"name": "s", "grid": {"depth": [2, 3], "N": [2, 4, 8], "K": 100}, "train": {"steps": 100, "restarts": 2}}
+    st = conv.until_converged(data, "runs/s", run=run, max_factor=8)
+    by_depth = {label.split()[0]: e for label, e in st.items()}
+    assert by_depth["depth=2"]["converged_at"] == 1
+    assert by_depth["depth=3"]["converged_at"] == 4  # moving at x1 and x2 (steps shrink widths), not at x4
+    # after level 1 only the moving group (depth 3) is re-run
+    assert all(c[3] == (3,) for c in calls if "-b" in c[0])
+    assert "converged at budget x4" in conv.format_until(st, 8)

@@ -31,7 +31,7 @@ from ftcjax._src.errors import FTCInputError
 
 __all__ = ["doubled_spec_dict", "doubled_spec_text", "dump_toml", "Comparison", "compare_records",
            "compare_runs", "main", "budget_spec_dict", "reseeded_spec_dict", "GroupVerdict", "noise_floor_verdicts",
-           "format_verdicts", "next_budgets"]
+           "format_verdicts", "next_budgets", "until_converged", "format_until"]
 
 # Protocol defaults used when a spec leaves steps/restarts out (read from the core when importable).
 _FALLBACK = {"steps": 2000, "restarts": 4}
@@ -283,7 +283,8 @@ def compare_runs(dir_a: str, dir_b: str, *, ignore: Sequence[str] = _IGNORED) ->
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m ftcjax.analysis {double SPEC OUT | compare DIR_A DIR_B}``."""
+    """``python -m ftcjax.analysis {double|reseed|budget SPEC OUT | compare A B | verdict BASE RESEED BUDGET |
+    until SPEC OUT}``."""
     ap = argparse.ArgumentParser(prog="python -m ftcjax.analysis",
                                  description="Convergence check: same instances, 2x steps and restarts.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -293,6 +294,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     d.add_argument("--factor", type=int, default=2)
     d.add_argument("--only", action="append", default=[], metavar="AXIS=V1,V2",
                    help="re-search only these grid values (repeatable), e.g. --only d=2")
+    rs = sub.add_parser("reseed", help="write SPEC with new training seeds (the noise floor) to OUT")
+    rs.add_argument("spec")
+    rs.add_argument("out")
+    rs.add_argument("--train-seed", type=int, default=1)
+    bu = sub.add_parser("budget", help="write SPEC with only steps (or only restarts) multiplied to OUT")
+    bu.add_argument("spec")
+    bu.add_argument("out")
+    bu.add_argument("--axis", choices=("steps", "restarts"), required=True)
+    bu.add_argument("--factor", type=int, default=2)
+    vd = sub.add_parser("verdict", help="budget shift vs noise floor per group: BASE RESEED BUDGET run dirs")
+    vd.add_argument("base")
+    vd.add_argument("reseed")
+    vd.add_argument("budget")
+    un = sub.add_parser("until", help="run SPEC into OUT, doubling the budget of moving groups until converged")
+    un.add_argument("spec")
+    un.add_argument("out")
+    un.add_argument("--max-factor", type=int, default=8)
     c = sub.add_parser("compare", help="count minimal widths that moved between DIR_A and DIR_B")
     c.add_argument("dir_a")
     c.add_argument("dir_b")
@@ -305,6 +323,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             with open(args.out, "w", encoding="utf-8") as fh:
                 fh.write(text)
             print(f"wrote {args.out}")
+            return 0
+        if args.cmd in ("reseed", "budget"):
+            with open(args.spec, "r", encoding="utf-8") as fh:
+                try:
+                    data = tomllib.loads(fh.read())
+                except tomllib.TOMLDecodeError as e:
+                    raise FTCInputError(f"spec: TOML syntax error: {e}") from None
+            out = (reseeded_spec_dict(data, train_seed=args.train_seed) if args.cmd == "reseed"
+                   else budget_spec_dict(data, args.axis, factor=args.factor))
+            with open(args.out, "w", encoding="utf-8") as fh:
+                fh.write(dump_toml(out))
+            print(f"wrote {args.out}")
+            return 0
+        if args.cmd == "verdict":
+            from ftcjax.analysis.records import load_records
+
+            v = noise_floor_verdicts(load_records(args.base), load_records(args.reseed), load_records(args.budget))
+            print(format_verdicts(v))
+            return 0
+        if args.cmd == "until":
+            with open(args.spec, "r", encoding="utf-8") as fh:
+                try:
+                    data = tomllib.loads(fh.read())
+                except tomllib.TOMLDecodeError as e:
+                    raise FTCInputError(f"spec: TOML syntax error: {e}") from None
+            st = until_converged(data, args.out, run=_run_spec_dir, max_factor=args.max_factor)
+            print(format_until(st, args.max_factor))
             return 0
         comp = compare_runs(args.dir_a, args.dir_b)
         if args.json:
@@ -336,7 +381,7 @@ class GroupVerdict:
     ``p_value``: two-sided Wilcoxon signed-rank test of ``b_i - r_i = log w_budget - log w_reseed``
     (does the larger budget move widths more than new seeds do?). ``median_ratio``: ``exp(median b)``
     with a distribution-free ``level`` interval (order statistics of b). ``verdict``: ``"moving"``
-    when ``p_value < alpha``, else ``"converged"``; ``"too few"`` below 6 informative pairs.
+    when ``p_value < alpha``, else ``"converged"``; ``"too few"`` below 6 pairs.
     ``moved_budget``/``moved_reseed``: instances whose width changed under each.
     """
 
@@ -397,12 +442,9 @@ def noise_floor_verdicts(base: Sequence[dict], reseed: Sequence[dict], budget: S
         wb = np.array([_log_width(b) for _, _, b in pairs])
         bsh, rsh = wb - w0, wr - w0
         diff = wb - wr
-        n_inf = int(np.sum(diff != 0))
         p = None
-        if n_inf >= 6:
-            p = float(stats.wilcoxon(diff, zero_method="zsplit", alternative="two-sided").pvalue)
-        elif n_inf == 0 and len(pairs) >= 6:
-            p = 1.0
+        if len(pairs) >= 6:  # zeros (equal widths) split their ranks: agreement counts as agreement
+            p = 1.0 if not np.any(diff) else float(stats.wilcoxon(diff, zero_method="zsplit").pvalue)
         ci = _median_ci(bsh, level)
         verdict = "too few" if p is None else ("moving" if p < alpha else "converged")
         out.append(GroupVerdict(label=label, n=len(pairs), moved_budget=int(np.sum(bsh != 0)),
@@ -439,3 +481,92 @@ def next_budgets(verdicts_by_axis: dict, factors: dict, *, max_factor: int = 8) 
                 cur[axis] *= 2
                 out.setdefault(v.label, dict(factors.get(v.label, {"steps": 1, "restarts": 1})))[axis] = cur[axis]
     return out
+
+
+def _subset_for(records: Sequence[dict], labels: set, grid_axes: Sequence[str]) -> dict:
+    """Grid values (axis -> list) covering the groups whose label is in ``labels``."""
+    from ftcjax.analysis.records import group_label, group_records
+
+    out: dict = {}
+    for key, recs in group_records(records).items():
+        if group_label(key, skip=_IGNORED + ("search_rule",), show=()) in labels:
+            for a in grid_axes:
+                v = recs[0]["cell"].get(a)
+                if v is not None and v not in out.setdefault(a, []):
+                    out[a].append(v)
+    return {a: sorted(v, key=str) for a, v in out.items() if v}
+
+
+def until_converged(data: dict, out_dir: str, *, run, max_factor: int = 8, alpha: float = 0.05) -> dict:
+    """Double the budget of the groups still moving until every group is converged or ``max_factor``.
+
+    Args:
+      data: the parsed spec (TOML dict) of the baseline.
+      out_dir: baseline run directory; the other runs go to ``<out_dir>-<suffix>`` siblings.
+      run: ``run(spec_dict, run_dir) -> list of records`` (the CLI passes one that calls the sweep
+        runner; tests pass synthetic runs).
+    Level f (1, 2, 4, ...): the run at budget f, its reseed (noise floor at that budget), and budget
+    f with 2x steps and with 2x restarts separately; each group gets a verdict per axis
+    (:func:`noise_floor_verdicts`). Groups converged under both axes stop at f; the others go on at
+    2f (both axes doubled), restricted to their grid values.
+    Returns {group label: {"converged_at": f or None, "verdicts": [...]}}; ``None`` means it still
+    moved at the cap.
+    """
+    if isinstance(max_factor, bool) or not isinstance(max_factor, int) or max_factor < 2:
+        raise FTCInputError(f"max-factor: {max_factor!r} must be an integer >= 2")
+    grid_axes = [a for a in (data.get("grid") or {}) if a != "N"]
+    status: dict = {}
+    level, spec, subset = 1, json.loads(json.dumps(data)), None
+    base = run(spec, out_dir)
+    while True:
+        tag = "" if level == 1 else f"-b{level}"
+        reseed = run(reseeded_spec_dict(spec, subset=subset), f"{out_dir}{tag}-reseed")
+        verdicts = {axis: noise_floor_verdicts(base, reseed,
+                                               run(budget_spec_dict(spec, axis, subset=subset),
+                                                   f"{out_dir}{tag}-{axis}-x2"),
+                                               alpha=alpha, budget_label=f"x{level}->{axis} x2 ")
+                    for axis in ("steps", "restarts")}
+        moving = set()
+        for axis, vs in verdicts.items():
+            for v in vs:
+                entry = status.setdefault(v.label, {"converged_at": None, "verdicts": []})
+                entry["verdicts"].append(v)
+                if v.verdict != "converged":
+                    moving.add(v.label)
+        for label in {v.label for vs in verdicts.values() for v in vs} - moving:
+            if status[label]["converged_at"] is None:
+                status[label]["converged_at"] = level
+        if not moving or level * 2 > max_factor:
+            return status
+        subset = _subset_for(base, moving, grid_axes) or None
+        spec = doubled_spec_dict(spec, factor=2, subset=subset)
+        spec["name"] = data.get("name", "sweep")
+        level *= 2
+        base = run(spec, f"{out_dir}-b{level}")
+
+
+def format_until(status: dict, max_factor: int) -> str:
+    lines = []
+    for label, e in status.items():
+        f = e["converged_at"]
+        lines.append(f"{label}: " + (f"converged at budget x{f} (steps and restarts)" if f is not None
+                                     else f"NOT converged by budget x{max_factor}: widths still move"))
+    lines.append("")
+    lines.append(format_verdicts([v for e in status.values() for v in e["verdicts"]]))
+    return "\n".join(lines)
+
+
+def _run_spec_dir(spec_dict: dict, run_dir: str) -> list:
+    """Run (or resume) a spec dict into ``run_dir`` with the sweep runner and return its records."""
+    import os
+
+    from ftcjax.analysis.records import load_records
+    from ftcjax.sweep.runner import run_sweep
+    from ftcjax.sweep.spec import spec_from_dict
+
+    text = dump_toml(spec_dict)
+    os.makedirs(os.path.dirname(os.path.abspath(run_dir)) or ".", exist_ok=True)
+    spec = spec_from_dict(tomllib.loads(text), text=text)
+    print(f"convergence: running {spec.name!r} -> {run_dir}", file=sys.stderr)
+    run_sweep(spec, run_dir)
+    return load_records(run_dir)

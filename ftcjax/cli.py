@@ -97,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--max-chunks", type=int, metavar="N", help="stop after N chunks (resume later)")
     r.add_argument("--no-report", action="store_true",
                    help="do not write the report and figures at the end")
+    r.add_argument("--until-converged", action="store_true",
+                   help="also run a reseeded copy (noise floor) and 2x steps / 2x restarts, and double the "
+                        "budget of the groups whose widths still move beyond the noise floor")
+    r.add_argument("--max-factor", type=int, default=8, metavar="F",
+                   help="largest budget factor for --until-converged (default 8)")
 
     v = sub.add_parser("validate", formatter_class=_formatter, help="check a spec and print its plan",
                        description="Validate a sweep spec (every problem reported at once) and print its "
@@ -176,6 +181,16 @@ def _cmd_run(args) -> int:
 
     RunDir(out_dir).check(spec)  # a different sweep in DIR: refuse before touching devices
     _setup_jax(args, out_dir)
+    if args.until_converged:
+        import tomllib
+
+        from ftcjax.analysis.convergence import _run_spec_dir, format_until, until_converged
+
+        data = tomllib.loads(spec.text)
+        data.setdefault("name", spec.name)
+        st = until_converged(data, str(out_dir), run=_run_spec_dir, max_factor=args.max_factor)
+        print(format_until(st, args.max_factor))
+        return 0
     process = maybe_initialize(DistributedConfig(args.distributed, args.coordinator, args.num_processes,
                                                  args.process_id))
     index, count = writer_share(shard, process)

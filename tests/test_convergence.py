@@ -89,3 +89,20 @@ def test_until_converged_doubles_only_moving_groups_and_states_where_each_conver
     # after level 1 only the moving group (depth 3) is re-run
     assert all(c[3] == (3,) for c in calls if "-b" in c[0])
     assert "converged at budget x4" in conv.format_until(st, 8)
+
+
+@pytest.mark.slow
+def test_cli_run_until_converged_on_a_tiny_sweep(tmp_path, capsys):
+    from ftcjax import cli
+
+    spec = tmp_path / "tiny.toml"
+    spec.write_text('name = "tiny"\nseed = 1\nreplicates = 3\n[grid]\ndepth = 2\nN = [1, 2]\nK = 6\nd = 1\n'
+                    'criterion = "relative"\n[train]\nsteps = 40\nsegment = 20\nrestarts = 1\nunroll = 1\n'
+                    '[width]\nlower = 1\nupper = 6\n')
+    out = tmp_path / "runs" / "tiny"
+    assert cli.main(["run", str(spec), "--out", str(out), "--until-converged", "--max-factor", "2",
+                     "--progress", "none", "--cpu-devices", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "depth=2" in text and ("converged at budget x1" in text or "NOT converged by budget x2" in text)
+    for suffix in ("", "-reseed", "-steps-x2", "-restarts-x2"):
+        assert (tmp_path / "runs" / f"tiny{suffix}").is_dir()

@@ -137,3 +137,14 @@ def test_tiny_and_default_specs_are_valid():
     assert {c["depth"] for c in s.cells()} == {2, 3}
     assert s.replicates >= 3 and len(s.axis_dict["N"]) >= 3
     assert all(math.isfinite(v) for v in s.axis_dict["tol"])
+
+
+def test_width_report_field_is_validated_and_keeps_old_hashes():
+    from ftcjax.sweep.spec import parse_spec
+
+    base = parse_spec(BASE)
+    assert base.report == "typical" and "report" not in base.to_dict()["width"]
+    ex = parse_spec(BASE.replace("upper = 10", "upper = 10\nreport = 'existence'"))
+    assert ex.report == "existence" and ex.hash != base.hash
+    with pytest.raises(FTCInputError, match="width.report"):
+        parse_spec(BASE.replace("upper = 10", "upper = 10\nreport = 'mean'"))

@@ -58,7 +58,7 @@ def run_chunk(spec: SweepSpec, chunk: Chunk, *, spec_hash_: str | None = None) -
     problem_keys, train_keys = instance_keys(spec.seed, chunk.instances)
     problems = _make_problems(chunk, problem_keys)
     results = min_width_batch(problems, keys=train_keys, protocol=protocol, widths=widths,
-                              strategy=spec.strategy)
+                              strategy=spec.strategy, report=spec.report)
     results = jax.device_get(results)
     proto = protocol.to_dict()
     records = []

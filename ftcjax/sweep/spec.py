@@ -132,7 +132,7 @@ _fill_grid_defaults()
 _REQUIRED = ("N", "K")
 
 TOP_KEYS = {"name", "description", "seed", "replicates", "grid", "train", "width", "batch"}
-WIDTH_KEYS = {"lower", "upper", "step", "values", "strategy"}
+WIDTH_KEYS = {"lower", "upper", "step", "values", "strategy", "report"}
 BATCH_KEYS = {"chunk_size"}
 _POSITIVE_INT = {"depth": 2, "N": 1, "K": 1, "d": 1, "steps": 1, "restarts": 1, "segment": 1,
                  "lbfgs_memory": 1, "chunk": 1, "unroll": 1}
@@ -154,6 +154,7 @@ def _choices(field: str) -> tuple[str, ...]:
         "matmul_precision": protocol.PRECISIONS,
         "dtype": problems.DTYPES,
         "strategy": search.STRATEGIES,
+        "report": search.REPORT_WIDTHS,
     }
     return tuple(table.get(field, ()))
 
@@ -172,6 +173,8 @@ class SweepSpec:
         product of the axes in this order, minus the cells with ``N > K``.
       widths: sorted candidate widths of the minimal-width search.
       strategy: the search rule: "adaptive" (default), "bisect" or "grid".
+      report: which adaptive width the records' ``min_width`` (and so every report) holds:
+        "typical" (w50, default) or "existence" (smallest width with any success).
       chunk_size: instances per chunk.
       text: the original TOML text (kept in the run directory for humans).
     """
@@ -185,6 +188,7 @@ class SweepSpec:
     strategy: str
     chunk_size: int
     text: str = dataclasses.field(default="", compare=False)
+    report: str = "typical"
 
     @property
     def axis_dict(self) -> dict[str, tuple[Any, ...]]:
@@ -220,7 +224,9 @@ def canonical_dict(spec: SweepSpec) -> dict[str, Any]:
         "replicates": spec.replicates,
         "grid": {k: list(axes[k]) for k in GRID_AXES},
         "train": {k: list(v) for k, v in spec.axes if k in TRAIN_AXES},
-        "width": {"values": list(spec.widths), "strategy": spec.strategy},
+        # "report" only when not the default, so specs written before it keep their hash
+        "width": {"values": list(spec.widths), "strategy": spec.strategy,
+                  **({"report": spec.report} if spec.report != "typical" else {})},
         "batch": {"chunk_size": spec.chunk_size},
     }
 
@@ -493,6 +499,9 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
     if strategy not in _choices("strategy"):
         errs.append(f"width.strategy: unknown value {_fmt(strategy)}; choose one of "
                     f"{', '.join(_choices('strategy'))}")
+    report = width.get("report", "typical")
+    if report not in _choices("report"):
+        errs.append(f"width.report: unknown value {_fmt(report)}; choose one of {', '.join(_choices('report'))}")
 
     chunk_size = batch.get("chunk_size", 16)
     if not _is_int(chunk_size) or chunk_size < 1:
@@ -502,7 +511,7 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
     if not errs:
         ordered = tuple((k, tuple(v)) for k, v in axes.items() if v is not None)
         spec = SweepSpec(name=name, description=description, seed=seed, replicates=replicates,
-                         axes=ordered, widths=tuple(widths or ()), strategy=strategy,
+                         axes=ordered, widths=tuple(widths or ()), strategy=strategy, report=report,
                          chunk_size=chunk_size, text=text)
         if not spec.cells():
             errs.append("grid: no cell satisfies N <= K; the grid is empty")

@@ -13,17 +13,20 @@ import sys
 from typing import Optional
 
 from ftcjax._src.errors import FTCInputError
-from ftcjax.analysis.convergence import Comparison, compare_records, compare_runs, doubled_spec_text
+from ftcjax.analysis.convergence import (Comparison, GroupVerdict, compare_records, compare_runs, doubled_spec_text,
+                                         noise_floor_verdicts, until_converged)
 from ftcjax.analysis.records import (InstanceArrays, group_label, group_records, instance_arrays,
                                      load_records, protocol_summary)
 from ftcjax.analysis.report import FORMATS, GroupReport, Report, build_report, format_report
-from ftcjax.analysis.stats import (CellSummary, ExponentFit, SqrtFit, cell_summaries, fit_exponent, fit_sqrt,
-                                   local_slopes, ols_slope, theil_sen, theory_exponent)
+from ftcjax.analysis.stats import (CellSummary, CensoredFit, ExponentFit, ModelFit, SqrtFit, cell_summaries,
+                                   fit_censored, fit_exponent, fit_sqrt, local_slopes, median_width, ols_slope,
+                                   outliers, theil_sen, theory_exponent)
 
 __all__ = [
     "load_records", "group_records", "group_label", "instance_arrays", "InstanceArrays", "protocol_summary",
     "fit_exponent", "fit_sqrt", "ExponentFit", "SqrtFit", "CellSummary", "cell_summaries", "local_slopes",
-    "ols_slope", "theil_sen", "theory_exponent",
+    "ols_slope", "theil_sen", "theory_exponent", "fit_censored", "CensoredFit", "ModelFit", "median_width",
+    "outliers", "noise_floor_verdicts", "GroupVerdict", "until_converged",
     "build_report", "format_report", "Report", "GroupReport", "FORMATS",
     "compare_runs", "compare_records", "Comparison", "doubled_spec_text", "find_convergence_partner",
     "report_command", "figures_command", "write_default_outputs",

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ftcjax._src import criteria, networks, schedules
+from ftcjax._src import criteria, forms, networks, schedules
 from ftcjax._src.errors import FTCInputError
 from ftcjax._src.problems import Problem
 from ftcjax._src.protocol import Protocol, StaticConfig, static_config
@@ -59,8 +59,10 @@ class _Lanes(NamedTuple):
     """Per-lane inputs of the kernel (each with a leading lane axis)."""
 
     x_t: jax.Array          # (d, K) feature-major inputs
-    z: jax.Array            # (K,) residual targets
-    width: jax.Array        # () int32 total hidden neurons
+    z: jax.Array            # (K,) residual y - f(x): the criteria's scale (g = 0 <-> r = 0)
+    target: jax.Array       # (K,) what the form's prediction is fitted to (z: additive, y: lora)
+    frozen: tuple           # the frozen net's layers (lora) or () (additive never evaluates f)
+    width: jax.Array        # () int32 the form's size (hidden width of g, or LoRA rank)
     key: jax.Array          # () PRNG key for the initialisation
     z_scale: jax.Array      # () max(1, max|z|)
     mse_zero: jax.Array     # () mean(z^2), the error of g = 0
@@ -91,24 +93,16 @@ def _optimizer(cfg: StaticConfig):
     return optax.lbfgs(memory_size=cfg.lbfgs_memory)
 
 
-def _masks(cfg: StaticConfig, width):
-    return networks.neuron_masks(width, cfg.bucket, cfg.depth, cfg.split)
-
-
 def _loss_fn(cfg: StaticConfig, lane: _Lanes):
-    masks = _masks(cfg, lane.width)
-
     def loss(params):
-        r = networks.forward(params, lane.x_t, masks) - lane.z
+        r = cfg.form.predict(params, lane.frozen, lane.x_t, lane.width, cfg) - lane.target
         return jnp.mean(r * r), jnp.max(jnp.abs(r))
 
     return loss
 
 
 def _init_lane(cfg: StaticConfig, lane: _Lanes) -> _State:
-    dtype = jnp.dtype(cfg.dtype)
-    params = networks.init_mlp(lane.key, lane.width, in_dim=cfg.in_dim, depth=cfg.depth,
-                               bucket=cfg.bucket, split=cfg.split, dtype=dtype)
+    params = cfg.form.init(lane.key, lane.width, cfg, lane.frozen)
     with jax.numpy_dtype_promotion("standard"):
         opt_state = _optimizer(cfg).init(params)
     return _State(params, opt_state, jnp.zeros((), bool), jnp.zeros((), jnp.int32))
@@ -179,32 +173,45 @@ def _evaluate_kernel(cfg, state, lanes):
     return _chunked(cfg, lambda st, lane: _evaluate_lane(cfg, st, lane), (state, lanes))
 
 
-def validate_widths(widths, protocol: Protocol, bucket: int | None = None) -> None:
-    """Raise :class:`FTCInputError` if a width is too small for the depth or above the bucket."""
+def validate_widths(widths, protocol: Protocol, bucket: int | None = None, form=None) -> None:
+    """Raise :class:`FTCInputError` if a size is too small for the form (and depth) or above the bucket.
+
+    ``form`` (default additive): for the additive form a size is the total hidden width of ``g``;
+    for LoRA it is the rank, and rank 0 (the frozen network itself) is allowed.
+    """
+    form = forms.Additive() if form is None else form
     w = np.asarray(widths)
+    what = "ranks" if isinstance(form, forms.LoRA) else "widths"
     if w.size == 0:
-        raise FTCInputError("widths: empty")
+        raise FTCInputError(f"{what}: empty")
     if w.dtype.kind not in "iu":
-        raise FTCInputError(f"widths: {w.tolist()!r} must be integers")
-    lo = networks.min_width(protocol.depth, protocol.split)
-    if w.min() < lo:
-        raise FTCInputError(f"widths: {int(w.min())} is below {lo}, the smallest width giving every "
-                            f"hidden layer of a depth-{protocol.depth} net a neuron")
+        raise FTCInputError(f"{what}: {w.tolist()!r} must be integers")
+    if isinstance(form, forms.LoRA):
+        if w.min() < 0:
+            raise FTCInputError(f"ranks: {int(w.min())} is negative")
+    else:
+        lo = networks.min_width(protocol.depth, protocol.split)
+        if w.min() < lo:
+            raise FTCInputError(f"widths: {int(w.min())} is below {lo}, the smallest width giving every "
+                                f"hidden layer of a depth-{protocol.depth} net a neuron")
     if bucket is not None and w.max() > bucket:
-        raise FTCInputError(f"widths: {int(w.max())} exceeds bucket = {bucket}")
+        raise FTCInputError(f"{what}: {int(w.max())} exceeds bucket = {bucket}")
 
 
-def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, bucket: int | None = None,
+def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None, bucket: int | None = None,
               devices=None, pad_to: int | None = None) -> FitResult:
-    """Train one ``g`` per lane and judge it by every criterion.
+    """Train one fine-tuning update per lane and judge it by every criterion.
 
     Args:
       problems: a batch of problems with leading axis ``(B,)`` (``x (B, K, d)``, ``z (B, K)``, ...);
-        lane ``i`` trains on problem ``i`` (repeat a problem for restarts or several widths).
-      widths: ``(B,)`` total hidden widths ``m``.
+        lane ``i`` trains on problem ``i`` (repeat a problem for restarts or several widths). The
+        LoRA form needs problems carrying their frozen nets (:func:`make_lora_problems`).
+      widths: ``(B,)`` sizes of the form: total hidden widths ``m`` of ``g`` (additive) or ranks (LoRA).
       keys: ``(B,)`` PRNG keys for the initialisations.
       protocol: the training protocol.
-      bucket: padded width (default ``max(widths)``); lanes of one bucket share one compiled kernel.
+      form: the fine-tuning form (:class:`Additive`, the default, or :class:`LoRA`), or a per-lane
+        sequence holding one form (a batch mixing forms is refused: one kernel trains one form).
+      bucket: padded size (default ``max(widths)``); lanes of one bucket share one compiled kernel.
       devices: devices to split the lanes over (default all local devices).
       pad_to: pad the lane count up to at least this (fewer distinct shapes: fewer compilations).
     Returns:
@@ -213,8 +220,10 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, bucket: in
     widths = np.asarray(widths)
     if widths.ndim != 1:
         raise FTCInputError(f"widths: must be a 1-D array of lane widths, got shape {widths.shape}")
+    form = forms.single_form(form, default=forms.Additive())
+    forms.check_problems(form, problems)
     bucket = int(widths.max()) if bucket is None else int(bucket)
-    validate_widths(widths, protocol, bucket)
+    validate_widths(widths, protocol, bucket, form)
     B = widths.shape[0]
     if problems.x.ndim != 3 or problems.x.shape[0] != B:
         raise FTCInputError(f"problems: need a batch with leading axis {B} (one per lane), got x of shape {problems.x.shape}")
@@ -223,7 +232,7 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, bucket: in
     devices = list(jax.local_devices() if devices is None else devices)
     n_dev = len(devices)
     _, K, d = problems.x.shape
-    cfg = static_config(protocol, bucket=bucket, in_dim=d, num_samples=K)
+    cfg = static_config(protocol, bucket=bucket, in_dim=d, num_samples=K, form=form)
     per = n_dev * cfg.chunk
     Bp = int(math.ceil(max(B, pad_to or 0) / per) * per)
     local = Bp // n_dev
@@ -237,7 +246,8 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, bucket: in
         return stack
 
     with contexts():
-        lanes = _build_lanes(problems, jnp.asarray(widths), keys, _hyper(protocol), protocol.dtype, Bp)
+        lanes = _build_lanes(problems, form.target(problems), form.frozen_of(problems),
+                             jnp.asarray(widths), keys, _hyper(protocol), protocol.dtype, Bp)
 
     def run_on(k):
         with contexts():
@@ -269,8 +279,8 @@ def _hyper(protocol: Protocol) -> dict:
                 criterion=jnp.asarray(criteria.criterion_index(protocol.criterion), jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5))
-def _build_lanes(problems: Problem, widths, keys, hyper: dict, dtype: str, Bp: int) -> _Lanes:
+@functools.partial(jax.jit, static_argnums=(6, 7))
+def _build_lanes(problems: Problem, target, frozen, widths, keys, hyper: dict, dtype: str, Bp: int) -> _Lanes:
     # One jitted function rather than a dozen eager ops, each of which would compile on its own.
     B = widths.shape[0]
     dtype = jnp.dtype(dtype)
@@ -279,13 +289,17 @@ def _build_lanes(problems: Problem, widths, keys, hyper: dict, dtype: str, Bp: i
     z_scale, mse_zero = criteria.residual_stats(z)
     per_lane = {k: jnp.broadcast_to(v, (Bp,)) for k, v in hyper.items()}
     return _Lanes(x_t=jnp.swapaxes(problems.x[idx].astype(dtype), 1, 2), z=z,
+                  target=target[idx].astype(dtype),
+                  frozen=jax.tree.map(lambda a: a[idx].astype(dtype), frozen),
                   width=widths[idx].astype(jnp.int32), key=keys[idx], z_scale=z_scale,
                   mse_zero=mse_zero, live=jnp.arange(Bp) < B, **per_lane)
 
 
-def fit(problem: Problem, width: int, *, key, protocol: Protocol, bucket: int | None = None) -> FitResult:
-    """Train one ``g`` of total width ``width`` on one problem (see :func:`fit_batch`); scalar results."""
+def fit(problem: Problem, width: int, *, key, protocol: Protocol, form=None,
+        bucket: int | None = None) -> FitResult:
+    """Train one update of size ``width`` (width of ``g``, or LoRA rank) on one problem (see
+    :func:`fit_batch`); scalar results."""
     batch = jax.tree.map(lambda a: jnp.asarray(a)[None], problem)
     res = fit_batch(batch, np.array([int(width)]), keys=jnp.asarray(key)[None], protocol=protocol,
-                    bucket=bucket)
+                    form=form, bucket=bucket)
     return jax.tree.map(lambda a: a[0], res)

@@ -8,7 +8,8 @@ kernel's static configuration, so a form never changes inside a compiled program
   components do not depend on the bucket);
 * ``predict(params, frozen, x_t, size, cfg)``: the fine-tuned model's ``(K,)`` outputs on a
   feature-major batch ``x_t (d, K)`` (:func:`apply_one` is the one-example view);
-* ``target(problem)``: what ``predict`` is fitted to, ``(K,)``;
+* ``target(problem)``: what ``predict`` is fitted to, ``(K,)``; ``frozen_of(problem)``: the part of
+  the frozen network ``predict`` reads (``()`` for the additive form);
 * ``num_params(size, in_dim, frozen_shapes)``: trainable parameters at size ``s``, so different forms
   share one axis.
 
@@ -65,6 +66,10 @@ class Additive:
 
     def target(self, problem):
         return problem.z
+
+    def frozen_of(self, problem):
+        """What of the frozen net the kernel needs: nothing (so frozen shapes never recompile ``g``)."""
+        return ()
 
     def num_params(self, size: int, *, in_dim: int, depth: int, split=None, frozen_shapes=None) -> int:
         """Weights and biases of ``g`` with true width ``size``: ``sum_l (in_l + 1) out_l``."""
@@ -162,6 +167,9 @@ class LoRA:
 
     def target(self, problem):
         return problem.y
+
+    def frozen_of(self, problem):
+        return problem.frozen
 
     def num_params(self, size: int, *, in_dim: int = 0, depth: int = 0, split=None,
                    frozen_shapes: Sequence[tuple] | None = None) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -103,6 +103,7 @@ class StaticConfig(NamedTuple):
     bucket: int
     in_dim: int
     num_samples: int
+    form: Any = None  # the fine-tuning form (ftcjax._src.forms), hashable; None outside the fit kernel
 
 
 def _finite_positive(name, value, *, allow_zero=False):
@@ -147,8 +148,8 @@ def validate_protocol(p: Protocol) -> None:
         raise FTCInputError(f"split: {p.split!r} must be {p.depth - 1} positive integer weights")
 
 
-def static_config(p: Protocol, *, bucket: int, in_dim: int, num_samples: int) -> StaticConfig:
+def static_config(p: Protocol, *, bucket: int, in_dim: int, num_samples: int, form=None) -> StaticConfig:
     return StaticConfig(depth=p.depth, split=p.split, optimizer=p.optimizer, schedule=p.schedule,
                         segment=min(p.segment, p.steps), dtype=p.dtype, lbfgs_memory=p.lbfgs_memory,
                         chunk=p.chunk, unroll=p.unroll, bucket=int(bucket), in_dim=int(in_dim),
-                        num_samples=int(num_samples))
+                        num_samples=int(num_samples), form=form)

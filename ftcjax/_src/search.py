@@ -372,11 +372,11 @@ def width_grid(lower: int, upper: int, step: int = 1) -> list:
     return list(range(int(lower), int(upper) + 1, int(step)))
 
 
-def _candidates(widths: Sequence[int], protocol: Protocol) -> np.ndarray:
+def _candidates(widths: Sequence[int], protocol: Protocol, form=None) -> np.ndarray:
     w = np.asarray(list(widths))
     if w.ndim != 1 or w.size == 0:
         raise FTCInputError(f"widths: {list(widths)!r} must be a non-empty list of integers")
-    validate_widths(w, protocol)
+    validate_widths(w, protocol, form=form)
     return np.unique(w.astype(np.int64))
 
 
@@ -517,7 +517,7 @@ def search_widths(probe: Callable, num: int, widths: Sequence[int], strategy: st
                          rule_params=rule.to_dict() if strategy == "adaptive" else {})
 
 
-def _kernel_probe(problems: Problem, keys, protocol: Protocol, bucket: int, devices):
+def _kernel_probe(problems: Problem, keys, protocol: Protocol, bucket: int, devices, form=None):
     R = protocol.restarts
     if protocol.train_seed:  # a reseeded run: same instances, new initialisations
         keys = jax.vmap(lambda k: jax.random.fold_in(k, protocol.train_seed))(keys)
@@ -533,7 +533,7 @@ def _kernel_probe(problems: Problem, keys, protocol: Protocol, bucket: int, devi
         lane_keys = jax.vmap(lambda k, w, r: jax.random.fold_in(jax.random.fold_in(k, w), r))(
             keys[lane_ids], jnp.asarray(lane_w, jnp.uint32), jnp.asarray(restart, jnp.uint32))
         batch = jax.tree.map(lambda a: a[lane_ids], problems)
-        res = fit_batch(batch, lane_w, keys=lane_keys, protocol=protocol, bucket=bucket,
+        res = fit_batch(batch, lane_w, keys=lane_keys, protocol=protocol, form=form, bucket=bucket,
                         devices=devices, pad_to=int(math.ceil(len(lane_ids) / full)) * full)
         out = []
         for j, w in enumerate(ws):
@@ -568,8 +568,8 @@ def _problem_summary(problems: Problem, protocol: Protocol) -> tuple:
 
 def min_width_batch(problems: Problem, *, keys, protocol: Protocol, widths: Sequence[int],
                     strategy: str = DEFAULT_STRATEGY, report: str = "typical",
-                    rule: Optional[AdaptiveRule] = None, devices=None) -> list:
-    """Minimal trainable width of each problem in a batch.
+                    rule: Optional[AdaptiveRule] = None, devices=None, form=None) -> list:
+    """Minimal trainable width (or LoRA rank: any form's size) of each problem in a batch.
 
     Args:
       problems: batch with leading axis ``(n,)``.
@@ -581,17 +581,23 @@ def min_width_batch(problems: Problem, *, keys, protocol: Protocol, widths: Sequ
       report: for ``adaptive``, which width is ``min_width``: ``"typical"`` (w50) or ``"existence"``.
       rule: adaptive-rule parameters (default :class:`AdaptiveRule`()).
       devices: devices to shard lanes over (default all local devices).
+      form: the fine-tuning form (default additive; ``LoRA(...)`` searches the rank: ``widths`` then
+        holds candidate ranks and ``min_width`` is the smallest trainable rank).
     Returns:
       list of ``n`` :class:`WidthResult`.
     """
     if report not in REPORT_WIDTHS:
         raise FTCInputError(f"report: unknown value {report!r}; choose one of {', '.join(REPORT_WIDTHS)}")
-    cand = _candidates(widths, protocol)
+    from ftcjax._src import forms
+
+    form = forms.single_form(form, default=forms.Additive())
+    forms.check_problems(form, problems)
+    cand = _candidates(widths, protocol, form)
     n = problems.x.shape[0]
     keys = jnp.asarray(keys)
     if keys.shape[0] != n:
         raise FTCInputError(f"keys: need {n} keys (one per instance), got {keys.shape[0]}")
-    probe = _kernel_probe(problems, keys, protocol, int(cand.max()), devices)
+    probe = _kernel_probe(problems, keys, protocol, int(cand.max()), devices, form)
     found = search_widths(probe, n, cand, strategy, rule=rule)
     summaries, trivial = _problem_summary(problems, protocol)
     return [result_from_search(found, i, strategy=strategy, report=report, trivial=bool(trivial[i]),
@@ -625,8 +631,8 @@ def result_from_search(found: SearchOutcome, i: int, *, strategy: str, report: s
 
 def min_width(problem: Problem, *, key, protocol: Protocol, widths: Sequence[int],
               strategy: str = DEFAULT_STRATEGY, report: str = "typical",
-              rule: Optional[AdaptiveRule] = None) -> WidthResult:
+              rule: Optional[AdaptiveRule] = None, form=None) -> WidthResult:
     """Minimal trainable width of one problem (see :func:`min_width_batch`)."""
     batch = jax.tree.map(lambda a: jnp.asarray(a)[None], problem)
     return min_width_batch(batch, keys=jnp.asarray(key)[None], protocol=protocol, widths=widths,
-                           strategy=strategy, report=report, rule=rule)[0]
+                           strategy=strategy, report=report, rule=rule, form=form)[0]

@@ -54,7 +54,10 @@ def instance_id(cell: dict[str, Any], replicate: int) -> str:
 
 def _fold_words(cell: dict[str, Any]) -> tuple[int, int, int, int]:
     """Four 31-bit words of the hash of the problem coordinates (fold_in takes 32-bit data)."""
-    digest = _stable_digest({k: cell[k] for k in PROBLEM_AXES})
+    # A form sweep's explicit frozen net is part of the problem; the form is not (paired instances).
+    from ftcjax.sweep.form_axes import FROZEN_NET_AXES
+
+    digest = _stable_digest({k: cell[k] for k in PROBLEM_AXES + FROZEN_NET_AXES if k in cell})
     return tuple(int.from_bytes(digest[4 * i:4 * i + 4], "little") & 0x7FFFFFFF for i in range(4))
 
 

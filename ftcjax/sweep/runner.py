@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ftcjax.sweep.form_axes import form_for_cell
 from ftcjax.sweep.plan import Chunk, instance_keys, make_plan, shard_chunks
 from ftcjax.sweep.spec import SweepSpec, protocol_for_cell, spec_hash, widths_for_depth
 from ftcjax.sweep.store import RunDir, environment
@@ -32,9 +33,16 @@ def _make_problems(chunk: Chunk, problem_keys):
     Each problem is drawn from its own key alone (one ``make_problem`` call per instance), so a problem
     never depends on which other instances share its chunk.
     """
+    from ftcjax._src.lora import make_lora_problem
     from ftcjax._src.problems import make_problem, stack_problems
 
     g = chunk.group
+    if "form" in g:  # a [form] sweep: explicit frozen nets, the same instances for every form
+        probs = [make_lora_problem(problem_keys[i], K=g["K"], d=g["d"], N=inst.cell["N"], data=g["data"],
+                                   labels=g["labels"], frozen=g["frozen"], width=g["frozen_width"],
+                                   depth=g["frozen_depth"], dtype=g.get("dtype", "float64"))
+                 for i, inst in enumerate(chunk.instances)]
+        return stack_problems(probs)
     probs = [make_problem(problem_keys[i], K=g["K"], d=g["d"], N=inst.cell["N"], data=g["data"],
                           labels=g["labels"], frozen=g["frozen"], dtype=g.get("dtype", "float64"))
              for i, inst in enumerate(chunk.instances)]
@@ -54,11 +62,14 @@ def run_chunk(spec: SweepSpec, chunk: Chunk, *, spec_hash_: str | None = None) -
 
     h = spec_hash_ or spec_hash(spec)
     protocol = protocol_for_cell(chunk.group | {"N": 0})
-    widths = widths_for_depth(spec.widths, protocol.depth)
+    options = dict(spec.form_options)
+    form = form_for_cell(chunk.group, options)
+    lora = form.name == "lora"
+    widths = list(options["ranks"]) if lora else widths_for_depth(spec.widths, protocol.depth)
     problem_keys, train_keys = instance_keys(spec.seed, chunk.instances)
     problems = _make_problems(chunk, problem_keys)
     results = min_width_batch(problems, keys=train_keys, protocol=protocol, widths=widths,
-                              strategy=spec.strategy, report=spec.report)
+                              strategy=spec.strategy, report=spec.report, form=form)
     results = jax.device_get(results)
     proto = protocol.to_dict()
     records = []
@@ -66,8 +77,21 @@ def run_chunk(spec: SweepSpec, chunk: Chunk, *, spec_hash_: str | None = None) -
         rec = res.to_dict()
         rec.update(spec_hash=h, instance_id=inst.id, cell=dict(inst.cell), replicate=inst.replicate,
                    protocol=proto, chunk=chunk.index)
+        if options:  # a form sweep: say what the size is and what it costs in trainable parameters
+            rec.update(form=form.to_dict(), trainable_params=_trainable_params(form, res.min_width,
+                                                                               problems, protocol))
         records.append(rec)
     return records
+
+
+def _trainable_params(form, size, problems, protocol):
+    """Trainable parameters of ``form`` at ``size`` (None for a censored instance)."""
+    if size is None:
+        return None
+    from ftcjax._src.lora import frozen_shapes
+
+    return form.num_params(size, in_dim=problems.x.shape[-1], depth=protocol.depth, split=protocol.split,
+                           frozen_shapes=frozen_shapes(problems.frozen))
 
 
 def pending_chunks(chunks: Sequence[Chunk], done_ids) -> list[Chunk]:

@@ -131,7 +131,7 @@ def _fill_grid_defaults() -> None:
 _fill_grid_defaults()
 _REQUIRED = ("N", "K")
 
-TOP_KEYS = {"name", "description", "seed", "replicates", "grid", "train", "width", "batch"}
+TOP_KEYS = {"name", "description", "seed", "replicates", "grid", "train", "width", "batch", "form"}
 WIDTH_KEYS = {"lower", "upper", "step", "values", "strategy", "report"}
 BATCH_KEYS = {"chunk_size"}
 _POSITIVE_INT = {"depth": 2, "N": 1, "K": 1, "d": 1, "steps": 1, "restarts": 1, "segment": 1,
@@ -189,6 +189,9 @@ class SweepSpec:
     chunk_size: int
     text: str = dataclasses.field(default="", compare=False)
     report: str = "typical"
+    # The optional [form] table's non-axis options (LoRA layers, alpha, ranks) as sorted pairs; empty
+    # without the table (see ftcjax.sweep.form_axes).
+    form_options: tuple = ()
 
     @property
     def axis_dict(self) -> dict[str, tuple[Any, ...]]:
@@ -196,11 +199,14 @@ class SweepSpec:
 
     def cells(self) -> list[dict[str, Any]]:
         """Every cell (dict axis -> value) in deterministic order: product of axes, N <= K kept."""
+        from ftcjax.sweep.form_axes import keep_cell
+
         names = [a for a, _ in self.axes]
+        first_depth = self.axis_dict["depth"][0]
         out = []
         for combo in itertools.product(*(v for _, v in self.axes)):
             cell = dict(zip(names, combo))
-            if cell["N"] <= cell["K"]:
+            if cell["N"] <= cell["K"] and keep_cell(cell, first_depth):
                 out.append(cell)
         return out
 
@@ -218,8 +224,10 @@ class SweepSpec:
 
 def canonical_dict(spec: SweepSpec) -> dict[str, Any]:
     """The sweep's identity as plain JSON data: every default filled, every range expanded."""
+    from ftcjax.sweep.form_axes import FORM_AXES
+
     axes = spec.axis_dict
-    return {
+    out = {
         "seed": spec.seed,
         "replicates": spec.replicates,
         "grid": {k: list(axes[k]) for k in GRID_AXES},
@@ -229,6 +237,9 @@ def canonical_dict(spec: SweepSpec) -> dict[str, Any]:
                   **({"report": spec.report} if spec.report != "typical" else {})},
         "batch": {"chunk_size": spec.chunk_size},
     }
+    if spec.form_options:  # only form sweeps carry the key: older specs keep their hashes
+        out["form"] = {k: list(axes[k]) for k in FORM_AXES} | dict(spec.form_options)
+    return out
 
 
 def _canonical_json(obj: Any) -> str:
@@ -452,6 +463,14 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
         if vals is not None and not _check_values(path, axis, vals, errs):
             vals = None
         axes[axis] = vals
+    from ftcjax.sweep import form_axes
+
+    form = form_axes.parse_form(data.get("form"), _parse_axis, errs)
+    form_options: tuple = ()
+    if form is not None:
+        form_axes.check_cells(axes, errs)
+        axes.update(form[0])
+        form_options = tuple(sorted(form[1].items()))
 
     # Per-cell constraint N <= K: cells breaking it are dropped; an N value that fits no K at all is a
     # mistake (it would silently contribute nothing), and so is a grid left empty.
@@ -512,7 +531,7 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
         ordered = tuple((k, tuple(v)) for k, v in axes.items() if v is not None)
         spec = SweepSpec(name=name, description=description, seed=seed, replicates=replicates,
                          axes=ordered, widths=tuple(widths or ()), strategy=strategy, report=report,
-                         chunk_size=chunk_size, text=text)
+                         chunk_size=chunk_size, text=text, form_options=form_options)
         if not spec.cells():
             errs.append("grid: no cell satisfies N <= K; the grid is empty")
         else:
@@ -546,9 +565,12 @@ def _core_checks(spec: SweepSpec) -> list[str]:
     """Let the core validate every distinct protocol and problem of the grid (what our schema cannot)."""
     from ftcjax._src.problems import validate_problem_args
 
+    from ftcjax.sweep.form_axes import check_cell
+
     errs: list[str] = []
     seen_p, seen_q = set(), set()
     for cell in spec.cells():
+        errs += check_cell(cell, dict(spec.form_options))
         pkey = tuple(sorted((k, v) for k, v in cell.items() if k not in ("N", "K", "d", "data", "labels", "frozen")))
         if pkey not in seen_p:
             seen_p.add(pkey)

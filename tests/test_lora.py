@@ -73,6 +73,29 @@ def test_masked_rank_components_get_exactly_zero_gradient(layers):
         assert np.abs(ga[:rank]).max() > 0 and np.abs(gb[:, :rank]).max() > 0
 
 
+def test_lora_bookkeeping_live_mask_dead_and_update_size():
+    frozen = _frozen()
+    form = ftcjax.LoRA(alpha=2.0)
+    with jax.enable_x64(True):
+        params = _random_adapters(form, frozen, bucket=5, seed=6)
+        live = form.live_mask(params, jnp.int32(2), _cfg(5))
+        for (a, b), (la, lb) in zip(params, live):
+            assert la.shape == a.shape and lb.shape == b.shape
+            np.testing.assert_array_equal(np.asarray(la)[:, 0], [1, 1, 0, 0, 0])
+            np.testing.assert_array_equal(np.asarray(lb)[0], [1, 1, 0, 0, 0])
+        x_t = jax.random.normal(jax.random.key(1), (2, 10), jnp.float64)
+        # the update's size: scale * max|B_r A_r| with scale = alpha / r, only the live rank counts
+        wm = np.asarray(form.weight_max(params, frozen, jnp.int32(2), _cfg(5)))
+        a, b = (np.asarray(v) for v in params[1])
+        np.testing.assert_allclose(wm[1], np.abs(1.0 * b[:, :2] @ a[:2]).max(), rtol=1e-13)
+        init = form.init(jax.random.key(0), jnp.int32(2), _cfg(5), frozen)
+        assert np.all(np.asarray(form.weight_max(init, frozen, jnp.int32(2), _cfg(5))) == 0)  # B = 0
+        assert not bool(form.dead(init, frozen, x_t, jnp.int32(2), _cfg(5)))
+        # a frozen net whose first layer is off everywhere is dead, adapted or not
+        off = ((frozen[0][0] * 0, frozen[0][1] * 0 - 1.0),) + tuple(frozen[1:])
+        assert bool(form.dead(init, off, x_t, jnp.int32(2), _cfg(5)))
+
+
 def test_first_rank_components_do_not_depend_on_the_bucket():
     frozen = _frozen()
     form = ftcjax.LoRA()

@@ -11,7 +11,10 @@ kernel's static configuration, so a form never changes inside a compiled program
 * ``target(problem)``: what ``predict`` is fitted to, ``(K,)``; ``frozen_of(problem)``: the part of
   the frozen network ``predict`` reads (``()`` for the additive form);
 * ``num_params(size, in_dim, frozen_shapes)``: trainable parameters at size ``s``, so different forms
-  share one axis.
+  share one axis;
+* for the trainers' bookkeeping: ``live_mask`` (the parameters a size really has: Levenberg-Marquardt
+  keeps the rest out of its solve), ``dead`` (the model is constant on the samples) and ``weight_max``
+  (per-layer size of what was trained).
 
 Two forms exist:
 
@@ -44,6 +47,16 @@ def _first(size: int, count):
     return jnp.arange(size, dtype=count.dtype) < count
 
 
+def _dead_layers(layers, x_t):
+    """True when some hidden layer of a plain MLP has no unit active on any sample of ``x_t (d, K)``."""
+    h = x_t
+    dead = jnp.zeros((), bool)
+    for w, b in layers[:-1]:
+        h = jax.nn.relu(w @ h + b[:, None])
+        dead = dead | ~jnp.any(h > 0)
+    return dead
+
+
 @dataclasses.dataclass(frozen=True)
 class Additive:
     """``f + g`` with ``g`` a masked ReLU MLP of the protocol's depth and split (the paper's form).
@@ -70,6 +83,21 @@ class Additive:
     def frozen_of(self, problem):
         """What of the frozen net the kernel needs: nothing (so frozen shapes never recompile ``g``)."""
         return ()
+
+    def live_mask(self, params, size, cfg):
+        """0/1 pytree like ``params``: 1 on the parameters a width-``size`` ``g`` really has."""
+        from ftcjax._src import lm
+
+        return lm.param_mask(params, networks.neuron_masks(size, cfg.bucket, cfg.depth, cfg.split))
+
+    def dead(self, params, frozen, x_t, size, cfg):
+        """True when some hidden layer of ``g`` has no live unit active on any sample (``g`` constant)."""
+        masks = networks.neuron_masks(size, cfg.bucket, cfg.depth, cfg.split)
+        return _dead_layers(networks.mask_params(params, masks), x_t)
+
+    def weight_max(self, params, frozen, size, cfg):
+        """``(depth,)`` max |W| per layer of ``g`` (biases excluded)."""
+        return jnp.stack([jnp.max(jnp.abs(w)) for w, _ in params])
 
     def num_params(self, size: int, *, in_dim: int, depth: int, split=None, frozen_shapes=None) -> int:
         """Weights and biases of ``g`` with true width ``size``: ``sum_l (in_l + 1) out_l``."""
@@ -164,6 +192,25 @@ class LoRA:
 
     def predict(self, params, frozen, x_t, size, cfg):
         return networks.forward(self.adapted_weights(params, frozen, size, cfg.bucket), x_t)
+
+    def live_mask(self, params, size, cfg):
+        """0/1 pytree like ``params``: the first ``size`` rows of every ``A`` and columns of every ``B``."""
+        out = []
+        for a, b in params:
+            m = _first(cfg.bucket, size).astype(a.dtype)
+            out.append((jnp.broadcast_to(m[:, None], a.shape), jnp.broadcast_to(m[None, :], b.shape)))
+        return tuple(out)
+
+    def dead(self, params, frozen, x_t, size, cfg):
+        """True when some hidden layer of the ADAPTED net is inactive on every sample (constant output)."""
+        return _dead_layers(self.adapted_weights(params, frozen, size, cfg.bucket), x_t)
+
+    def weight_max(self, params, frozen, size, cfg):
+        """``(adapted layers,)`` max |scale B A| per adapted layer: the size of the update itself."""
+        dtype = frozen[0][0].dtype
+        mask = _first(cfg.bucket, size).astype(dtype)
+        s = self.scale(size, dtype)
+        return jnp.stack([jnp.max(jnp.abs(s * ((b * mask[None, :]) @ (a * mask[:, None])))) for a, b in params])
 
     def target(self, problem):
         return problem.y

@@ -380,6 +380,16 @@ def test_form_sweep_runs_pairs_instances_and_counts_parameters(tmp_path):
     assert sum(p.endswith(".png") for p in written) == 4
 
 
+@pytest.mark.parametrize("extra", ["", "alpha = 4.0\nlayers = [0, -1]\n"])
+def test_form_spec_canonical_dict_is_a_valid_spec_with_the_same_hash(extra):
+    from ftcjax.sweep.spec import canonical_dict, spec_from_dict, spec_hash, parse_spec
+
+    spec = parse_spec(FORM_SPEC.replace("ranks = [1, 2]\n", "ranks = [1, 2]\n" + extra))
+    again = spec_from_dict(canonical_dict(spec))
+    assert spec_hash(again) == spec_hash(spec) and again.cells() == spec.cells()
+    assert again.form_options == spec.form_options
+
+
 def test_spec_without_form_table_is_unchanged():
     from ftcjax.sweep.spec import canonical_dict, parse_spec
 

@@ -114,7 +114,12 @@ def report(records: Sequence[dict]) -> str:
         lines += [f"{trivial} instance(s) were trivial (the zero update already met the criterion).", ""]
     for net in nets:
         w, dep = net
-        lines += [f"## Frozen net: width {w}, depth {dep}", ""]
+        cap = _rank_caps(w, dep, records[0]["cell"]["d"])
+        lines += [f"## Frozen net: width {w}, depth {dep}", "",
+                  f"Useful rank cap: max_l min(out_l, in_l) = {cap}. Every update B A of a larger rank is "
+                  f"already reachable at rank {cap}, so a smallest trainable rank above {cap} says the "
+                  "optimiser needed the over-parametrised factorisation, not that the smaller rank cannot "
+                  "fit.", ""]
         head = ["K", "N"]
         for lab in labels:
             head += [f"{lab}: size", "params", "ok"]
@@ -138,6 +143,18 @@ def report(records: Sequence[dict]) -> str:
 # Figures (matplotlib's object API, no pyplot state).
 
 _COLORS = ("C0", "C1", "C2", "C3", "C4", "C5")
+
+
+def _instances(ax, recs, over, value, color, marker, shift):
+    """Every instance as a small point (censored: an open triangle at its search ceiling)."""
+    for r in recs:
+        x = r["cell"][over] * shift
+        v = r["min_width"] if value == "size" else r["trainable_params"]
+        if v is not None:
+            ax.plot([x], [v], linestyle="none", marker=marker, markersize=3, color=color, alpha=0.6)
+        elif value == "size":
+            ax.plot([x], [max(p["width"] for p in r["probes"])], linestyle="none", marker="^", markersize=4,
+                    color=color, markerfacecolor="none", alpha=0.8)
 
 
 def _band(ax, cells, color, label, marker="o"):
@@ -172,8 +189,11 @@ def fig_rank(records: Sequence[dict], *, over: str):
     fig = Figure(figsize=(5.2 * len(groups), 4.2))
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
     for ax, ((w, dep, _), recs) in zip(axes, groups.items()):
-        for i, v in enumerate(sorted({r["cell"][other] for r in recs})):
-            _band(ax, summaries(recs, over=over, fixed={other: v}), _COLORS[i % 6], f"{other} = {v}")
+        others = sorted({r["cell"][other] for r in recs})
+        for i, v in enumerate(others):
+            sel = [r for r in recs if r["cell"][other] == v]
+            _instances(ax, sel, over, "size", _COLORS[i % 6], "o", 1.0 + 0.06 * (i - len(others) / 2))
+            _band(ax, summaries(recs, over=over, fixed={other: v}), _COLORS[i % 6], f"{other} = {v} (median)")
         xs = sorted({r["cell"][over] for r in recs})
         grid = np.geomspace(min(xs), max(xs), 50)
         if over == "K":  # Jang, Lee & Ryu: rank ~ sqrt(#fitted points); here every one of the K points is fitted
@@ -185,11 +205,12 @@ def fig_rank(records: Sequence[dict], *, over: str):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set_xlabel("N (changed labels)" if over == "N" else "K (samples)")
-        ax.set_ylabel("smallest trainable LoRA rank r")
-        ax.set_title(f"frozen ReLU net: width {w}, depth {dep}, d = {d}")
-        ax.legend(fontsize=6.5)
+        ax.set_ylabel("smallest trainable LoRA rank r (points: instances; open: censored at the top)")
+        ax.set_ylim(0.7, 2.5 * max(w, cap, 16))
+        ax.set_title(f"frozen ReLU net: width {w}, depth {dep}, d = {d}", fontsize=9)
+        ax.legend(fontsize=6, loc="upper left", ncol=2)
     fig.suptitle(f"LoRA rank vs {over}. {_protocol_line(records)}", fontsize=6.5, wrap=True)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     return fig
 
 
@@ -205,6 +226,9 @@ def fig_params(records: Sequence[dict], *, over: str = "N"):
     axes = fig.subplots(1, len(values), squeeze=False)[0]
     for ax, v in zip(axes, values):
         for i, ((w, dep, lab), recs) in enumerate(groups.items()):
+            sel = [r for r in recs if r["cell"][other] == v]
+            _instances(ax, sel, over, "params", _COLORS[i % 6], "o" if lab == "LoRA" else "s",
+                       1.0 + 0.04 * (i - len(groups) / 2))
             cells = summaries(recs, over=over, fixed={other: v}, value="params")
             _band(ax, cells, _COLORS[i % 6], f"{lab} (frozen {w}x{dep})",
                   marker="o" if lab == "LoRA" else "s")
@@ -213,7 +237,7 @@ def fig_params(records: Sequence[dict], *, over: str = "N"):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("N (changed labels)" if over == "N" else "K (samples)")
-        ax.set_ylabel("trainable parameters at the smallest size")
+        ax.set_ylabel("trainable parameters at the smallest trainable size")
         ax.set_title(f"{other} = {v}")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)

@@ -81,6 +81,16 @@ def parse_form(table: Any, parse_axis, errs: list[str]) -> tuple[dict, dict] | N
     return axes, options
 
 
+def form_table(axes: dict, options: dict) -> dict:
+    """The canonical ``[form]`` table: a valid table itself (a manifest's spec is re-parsed from it)."""
+    table = {"kind": list(axes["form"]), "frozen_width": list(axes["frozen_width"]),
+             "frozen_depth": list(axes["frozen_depth"]), "layers": options["layers"],
+             "ranks": list(options["ranks"] or [])}
+    if options["alpha"] is not None:
+        table["alpha"] = options["alpha"]
+    return table
+
+
 def check_cells(axes: dict, errs: list[str]) -> None:
     """Cross-table checks: a form sweep needs explicit frozen nets and random data."""
     from ftcjax._src.lora import FROZEN_NETS

@@ -224,7 +224,7 @@ class SweepSpec:
 
 def canonical_dict(spec: SweepSpec) -> dict[str, Any]:
     """The sweep's identity as plain JSON data: every default filled, every range expanded."""
-    from ftcjax.sweep.form_axes import FORM_AXES
+    from ftcjax.sweep.form_axes import form_table
 
     axes = spec.axis_dict
     out = {
@@ -238,7 +238,7 @@ def canonical_dict(spec: SweepSpec) -> dict[str, Any]:
         "batch": {"chunk_size": spec.chunk_size},
     }
     if spec.form_options:  # only form sweeps carry the key: older specs keep their hashes
-        out["form"] = {k: list(axes[k]) for k in FORM_AXES} | dict(spec.form_options)
+        out["form"] = form_table(axes, dict(spec.form_options))
     return out
 
 

@@ -246,8 +246,8 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
         return stack
 
     with contexts():
-        lanes = _build_lanes(problems, form.target(problems), form.frozen_of(problems),
-                             jnp.asarray(widths), keys, _hyper(protocol), protocol.dtype, Bp)
+        lanes = _build_lanes(problems, jnp.asarray(widths), keys, _hyper(protocol), protocol.dtype, Bp,
+                             form.target(problems), form.frozen_of(problems))
 
     def run_on(k):
         with contexts():
@@ -279,8 +279,11 @@ def _hyper(protocol: Protocol) -> dict:
                 criterion=jnp.asarray(criteria.criterion_index(protocol.criterion), jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnums=(6, 7))
-def _build_lanes(problems: Problem, target, frozen, widths, keys, hyper: dict, dtype: str, Bp: int) -> _Lanes:
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _build_lanes(problems: Problem, widths, keys, hyper: dict, dtype: str, Bp: int, target=None,
+                 frozen=()) -> _Lanes:
+    # target: what the form fits (default z, the additive form's); frozen: the frozen net if the form
+    # reads it (see forms.py).
     # One jitted function rather than a dozen eager ops, each of which would compile on its own.
     B = widths.shape[0]
     dtype = jnp.dtype(dtype)
@@ -289,7 +292,7 @@ def _build_lanes(problems: Problem, target, frozen, widths, keys, hyper: dict, d
     z_scale, mse_zero = criteria.residual_stats(z)
     per_lane = {k: jnp.broadcast_to(v, (Bp,)) for k, v in hyper.items()}
     return _Lanes(x_t=jnp.swapaxes(problems.x[idx].astype(dtype), 1, 2), z=z,
-                  target=target[idx].astype(dtype),
+                  target=(problems.z if target is None else target)[idx].astype(dtype),
                   frozen=jax.tree.map(lambda a: a[idx].astype(dtype), frozen),
                   width=widths[idx].astype(jnp.int32), key=keys[idx], z_scale=z_scale,
                   mse_zero=mse_zero, live=jnp.arange(Bp) < B, **per_lane)

@@ -103,7 +103,7 @@ class StaticConfig(NamedTuple):
     bucket: int
     in_dim: int
     num_samples: int
-    form: Any = None  # the fine-tuning form (ftcjax._src.forms), hashable; None outside the fit kernel
+    form: Any = None  # the fine-tuning form (ftcjax._src.forms), hashable; static_config defaults it to additive
 
 
 def _finite_positive(name, value, *, allow_zero=False):
@@ -152,4 +152,10 @@ def static_config(p: Protocol, *, bucket: int, in_dim: int, num_samples: int, fo
     return StaticConfig(depth=p.depth, split=p.split, optimizer=p.optimizer, schedule=p.schedule,
                         segment=min(p.segment, p.steps), dtype=p.dtype, lbfgs_memory=p.lbfgs_memory,
                         chunk=p.chunk, unroll=p.unroll, bucket=int(bucket), in_dim=int(in_dim),
-                        num_samples=int(num_samples), form=form)
+                        num_samples=int(num_samples), form=_default_form() if form is None else form)
+
+
+def _default_form():
+    from ftcjax._src.forms import Additive  # the paper's f + g
+
+    return Additive()

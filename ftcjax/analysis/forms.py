@@ -47,7 +47,8 @@ def form_groups(records: Sequence[dict]) -> dict:
 def _arrays(recs: Sequence[dict], axis: str, value: str):
     xs = np.array([r["cell"][axis] for r in recs], dtype=np.float64)
     vals = [r["min_width"] if value == "size" else r["trainable_params"] for r in recs]
-    cens = np.array([r["censored"] for r in recs], dtype=bool)
+    # no size without a censoring flag (an unresolved adaptive search) counts as censored: never a value
+    cens = np.array([r["censored"] or r["min_width"] is None for r in recs], dtype=bool)
     triv = np.array([r["trivial"] for r in recs], dtype=bool)
     return xs, np.array([np.nan if v is None else v for v in vals], dtype=np.float64), cens, triv
 

@@ -80,6 +80,12 @@ def validate_problem_args(*, K, d, N, data="gaussian", labels="uniform", frozen=
     _check_choice("dtype", dtype, DTYPES)
     if data in _STRUCTURED and np.ndim(N) != 0:
         raise FTCInputError(f"N: data={data!r} instances need one integer N, got an array")
+    if data in _STRUCTURED:
+        from ftcjax._src.worst_case import structured_problem
+
+        why = structured_problem(data, int(N), int(K))
+        if why is not None:
+            raise FTCInputError(why)
 
 
 def _inputs(key, K, d, data, dtype):

@@ -381,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     from ftcjax._src.errors import FTCEnvironmentError, FTCInputError
 
     def env_err(msg: str) -> int:
-        print(_one_line(f"ftcjax: error: {msg}; {_saved(args)}"), file=sys.stderr)
+        said = any(w in msg for w in ("saved", "nothing was computed"))
+        print(_one_line(f"ftcjax: error: {msg}" + ("" if said else f"; {_saved(args)}")), file=sys.stderr)
         return EXIT_ENVIRONMENT
 
     try:

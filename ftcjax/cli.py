@@ -185,7 +185,7 @@ def _cmd_run(args) -> int:
     from ftcjax.sweep.distributed import DistributedConfig, maybe_initialize, parse_shard, writer_share
     from ftcjax.sweep.spec import load_spec
 
-    from ftcjax._src.errors import FTCInputError
+    from ftcjax._src.errors import FTCEnvironmentError, FTCInputError
 
     shard = parse_shard(args.shard)
     if args.max_chunks is not None and args.max_chunks < 0:
@@ -229,7 +229,14 @@ def _cmd_run(args) -> int:
     if process[1] > 1:
         from ftcjax.sweep.distributed import barrier
 
-        if not barrier("ftcjax-run-finished"):  # process 0 reports on the union, once all are done
+        try:
+            waited = barrier("ftcjax-run-finished")  # process 0 reports on the union, once all are done
+        except FTCEnvironmentError as e:
+            # A peer died: the runtime's error poller aborts this process any moment now, so say
+            # what is saved and leave at once (every finished chunk is already fsynced).
+            print(_one_line(f"ftcjax: error: {e}"), file=sys.stderr, flush=True)
+            os._exit(EXIT_ENVIRONMENT)
+        if not waited:
             print(f"ftcjax: this process finished its share ({summary.chunks_run} chunks); the others "
                   f"could not be awaited: `ftcjax status {out_dir}` shows what is done", file=sys.stderr)
     st = status(out_dir)

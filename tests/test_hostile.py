@@ -618,3 +618,133 @@ def test_refused_concurrent_writer_leaves_the_live_env_record(tmp_path):
         with pytest.raises(FTCInputError, match="another process"):
             run_sweep(SPEC, rd.root)
         assert json.loads((rd.root / "env" / "shard-0000-of-0001.json").read_text()) == {"writer": "live"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# 6. Python API: clear errors naming the argument, never raw numpy/jax errors
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import ftcjax  # noqa: E402
+
+_CHANGED = np.array([False, True, False])
+
+
+@pytest.mark.parametrize("x, y, f_x, needle", [
+    ([[1.0], [1.0 + 1e-12], [2.0]], [0.0, 1.0, 2.0], None, "duplicate samples at rows [0, 1] in float32"),
+    ([[1.0], [2.0], [3.0]], [0.0, 1e39, 2.0], None, "non-finite value inf at index (1,) in float32"),
+    ([[1.0 + 1.0j], [2.0], [3.0]], [0.0, 1.0, 2.0], None, "x: complex"),
+    ([[1.0], [2.0], [3.0]], [0.0, 1.0j, 2.0], None, "y: complex"),
+    ([["a"], ["b"], ["c"]], [0.0, 1.0, 2.0], None, "x: dtype"),
+    ([[1.0], [2.0], [3.0]], [0.0, 3e38, 2.0], [0.0, -3e38, 2.0], "residual y - f_x overflows float32"),
+])
+def test_problem_from_arrays_checks_in_the_target_dtype(x, y, f_x, needle):
+    with pytest.raises(FTCInputError) as e:
+        ftcjax.problem_from_arrays(np.asarray(x), np.asarray(y), _CHANGED,
+                                   None if f_x is None else np.asarray(f_x))
+    assert needle in str(e.value)
+
+
+def test_problem_from_arrays_float64_keeps_distinct_rows():
+    with jax.enable_x64(True):
+        p = ftcjax.problem_from_arrays(np.array([[1.0], [1.0 + 1e-12], [2.0]]), np.array([0.0, 1.0, 2.0]),
+                                       _CHANGED)
+    assert p.x.dtype == np.float64 and float(p.z[1]) == 1.0
+
+
+@pytest.mark.parametrize("field, value", [("learning_rate", "0.01"), ("tol", True), ("rel_eps", b"1"),
+                                          ("paper_threshold", None), ("learning_rate", [0.1])])
+def test_protocol_refuses_non_numbers(field, value):
+    with pytest.raises(FTCInputError, match=field):
+        ftcjax.Protocol(**{field: value})
+
+
+@pytest.fixture(scope="module")
+def two_problems():
+    return ftcjax.make_problems(jax.random.key(0), num=2, K=6, d=2, N=2, dtype="float32")
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("empty_widths", "widths: must be a non-empty"),
+    ("no_devices", "devices: empty"),
+    ("huge_width", "exceeds the limit"),
+    ("float_keys", "not PRNG keys"),
+    ("k_mismatch", "does not match x"),
+])
+def test_fit_batch_bad_arguments_name_the_argument(two_problems, case, needle):
+    proto = ftcjax.Protocol(steps=2, segment=2, restarts=1, dtype="float32")
+    keys = jax.random.split(jax.random.key(1), 2)
+    kwargs = dict(problems=two_problems, widths=np.array([2, 3]), keys=keys, protocol=proto)
+    if case == "empty_widths":
+        kwargs["widths"] = np.array([], int)
+    elif case == "no_devices":
+        kwargs["devices"] = []
+    elif case == "huge_width":
+        kwargs["widths"] = np.array([2, 10**9])
+    elif case == "float_keys":
+        kwargs["keys"] = np.zeros((2,), np.float32)
+    elif case == "k_mismatch":
+        kwargs["problems"] = two_problems._replace(z=two_problems.z[:, :4])
+    problems = kwargs.pop("problems")
+    widths = kwargs.pop("widths")
+    with pytest.raises(FTCInputError, match=needle):
+        ftcjax.fit_batch(problems, widths, **kwargs)
+
+
+def test_structured_rule_matches_the_builders():
+    """Validation's rule for worst_case/alternating data is exactly where the builders refuse."""
+    from ftcjax._src import worst_case
+
+    for data, build in (("worst_case", worst_case.worst_case_two_layer),
+                        ("alternating", worst_case.alternating_turns)):
+        for N in range(1, 5):
+            for K in range(max(1, N), 16):
+                try:
+                    build(N, K)
+                    built = True
+                except FTCInputError:
+                    built = False
+                assert built == (worst_case.structured_problem(data, N, K) is None), (data, N, K)
+
+
+def _bind_read_only(src: Path, dst: Path) -> bool:
+    dst.mkdir(parents=True, exist_ok=True)
+    for cmd in (["mount", "--bind", str(src), str(dst)], ["mount", "-o", "remount,ro,bind", str(dst)]):
+        try:
+            r = subprocess.run(cmd, capture_output=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        if r.returncode != 0:
+            subprocess.run(["umount", "-l", str(dst)], capture_output=True)
+            return False
+    return True
+
+
+def test_read_only_run_directory_reports_when_done_and_fails_cleanly_when_not(run, tmp_path):
+    """On a read-only mount (EROFS, which binds root too): a finished run still reports (exit 0); with
+    work pending the run stops with one line and status 3, changing nothing."""
+    ro = tmp_path / "ro"
+    if not _bind_read_only(run, ro):
+        pytest.skip("cannot bind-mount read-only here (not root); the no-write check above still runs")
+    try:
+        spec = write_spec(tmp_path)
+        proc = run_tiny(spec, ro, tmp_path)
+        assert proc.returncode == 0 and "12/12 instances done" in proc.stdout, proc.stderr
+        proc = run_tiny(write_spec(tmp_path, TINY_SPEC, "again.toml"), ro, tmp_path, "--max-chunks", "0")
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+    # now with pending work: drop two records, mount again
+    recs = lines(run)
+    shard(run).write_bytes(b"\n".join(recs[:-2]) + b"\n")
+    if not _bind_read_only(run, ro):
+        pytest.skip("cannot bind-mount read-only a second time")
+    try:
+        before = shard(run).read_bytes()
+        proc = run_tiny(spec, ro, tmp_path)
+        assert proc.returncode == 3, proc.stderr
+        assert_one_line_error(proc.stderr, "Read-only file system")
+        assert shard(run).read_bytes() == before
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)

@@ -120,12 +120,6 @@ def _initialize(kwargs: dict, source: str) -> None:
     import jax
 
     try:
-        # Chunks never communicate, so a dead peer must not take the survivors down with it: they
-        # finish (or fail at the final barrier with one line) instead of being aborted by the runtime.
-        jax.config.update("jax_enable_recoverability", True)
-    except (AttributeError, KeyError):  # older jax without the option
-        pass
-    try:
         jax.distributed.initialize(**kwargs)
     except (RuntimeError, ValueError, TypeError, KeyError, OSError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
@@ -153,7 +147,7 @@ def barrier(name: str, timeout_s: float = 7 * 24 * 3600) -> bool:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise FTCEnvironmentError(
             f"another process of this distributed run stopped before the end ({first}); this process's "
-            "chunks are saved") from None
+            "chunks are saved; rerun the same command on every process to resume") from None
     return True
 
 

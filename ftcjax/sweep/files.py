@@ -24,7 +24,8 @@ from typing import Iterator
 from ftcjax._src.errors import FTCEnvironmentError
 
 __all__ = ["FILE_MODE", "DIR_MODE", "ensure_dir", "open_append", "atomic_write_bytes", "read_regular",
-           "is_regular", "clean_stale_temporaries", "fsync_dir", "TEMP_SUFFIX", "try_lock", "describe"]
+           "is_regular", "clean_stale_temporaries", "fsync_dir", "TEMP_SUFFIX", "try_lock", "describe", "write_all",
+           "locked_file"]
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -141,7 +142,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         try:
             try_lock(fd)  # marks the temporary as live for clean_stale_temporaries
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -153,16 +154,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a short write is not an error on its own)."""
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
         view = view[n:]
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until every byte is written (a short write is not an error on its own)."""
-    _write_all(fd, data)
 
 
 def read_regular(path: Path, *, limit: int | None = None, what: str = "file") -> bytes:

@@ -100,13 +100,6 @@ def _type_ok(value: Any, types: tuple[type, ...], name: str) -> bool:
 
 
 def check_record(value: Any, *, expected_spec_hash: str | None, instance_id_fn) -> str | None:
-    try:
-        return _check(value, expected_spec_hash, instance_id_fn)
-    except RecursionError:  # a value nested just under json's limit cannot be re-serialised
-        return "nested too deep to be a record"
-
-
-def _check(value: Any, expected_spec_hash: str | None, instance_id_fn) -> str | None:
     """The reason ``value`` (a parsed line) must not be used, or None when it passes every check.
 
     Args:
@@ -114,6 +107,13 @@ def _check(value: Any, expected_spec_hash: str | None, instance_id_fn) -> str | 
       expected_spec_hash: the run's spec hash (None: accept any, e.g. when inspecting records alone).
       instance_id_fn: ``(cell, replicate) -> id`` (:func:`ftcjax.sweep.plan.instance_id`).
     """
+    try:
+        return _check(value, expected_spec_hash, instance_id_fn)
+    except RecursionError:  # a value nested just under json's limit cannot be re-serialised
+        return "nested too deep to be a record"
+
+
+def _check(value: Any, expected_spec_hash: str | None, instance_id_fn) -> str | None:
     if not isinstance(value, dict):
         return f"a JSON {type(value).__name__}, not a record object"
     if CHECKSUM_KEY not in value:

@@ -7,6 +7,8 @@ Layout of a run directory::
     DIR/results/<writer>.jsonl   append-only log of records, one JSON object per line, one file per writer
     DIR/env/<writer>.json        environment of each writer (hosts may differ)
     DIR/cache/                   persistent XLA compilation cache (default; see the CLI)
+    DIR/quarantine/<writer>.jsonl.bad   lines moved out of a shard because they failed a check (raw bytes)
+    DIR/locks/                   flock files: the shard layout in use (``--shard i/n``)
 
 Why append-only JSONL, one file per writer (and not SQLite or Parquet):
 

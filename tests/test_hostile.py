@@ -748,3 +748,27 @@ def test_read_only_run_directory_reports_when_done_and_fails_cleanly_when_not(ru
         assert shard(run).read_bytes() == before
     finally:
         subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+
+
+def test_manifest_replaced_by_another_sweeps_is_refused_by_the_records(run, tmp_path):
+    """A self-consistent manifest of another spec over these records: the records outvote it."""
+    other = parse_spec(TINY_SPEC.replace("seed = 7", "seed = 1"))
+    (run / "manifest.json").unlink()
+    RunDir(tmp_path / "other").prepare(other)
+    shutil.copy(tmp_path / "other" / "manifest.json", run / "manifest.json")
+    with pytest.raises(FTCInputError, match="seed: 7 in the run directory"):  # named via spec.toml
+        RunDir(run).check(other)
+    (run / "spec.toml").unlink()
+    with pytest.raises(FTCInputError, match="were written by sweep .* was it replaced"):
+        RunDir(run).prepare(other)
+    assert len(RunDir(run).load(expected_spec_hash=None)) == 12  # nothing moved or lost
+
+
+def test_a_few_foreign_lines_among_ours_are_quarantined_not_refused(run):
+    recs = _record_lines(run)
+    recs.append(seal(dict(recs[0], spec_hash="0123456789abcdef")))
+    _rewrite(run, recs)
+    RunDir(run).check(SPEC)
+    notes = RunDir(run).quarantine()
+    assert len(notes) == 1 and "line 13" in notes[0]
+    assert len(RunDir(run).load()) == 12 and RunDir(run).load().corrupt == 0

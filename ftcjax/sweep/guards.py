@@ -149,6 +149,11 @@ def available_memory() -> tuple[int | None, str]:
     return avail, "available host memory"
 
 
+def _lanes_per_step(p) -> int:
+    # lanes vmapped together per lax.map step (named ``chunk`` in older protocols)
+    return int(getattr(p, "lanes_per_step", None) or getattr(p, "chunk", 4))
+
+
 _ITEMSIZE = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2}
 
 
@@ -172,7 +177,7 @@ def memory_problems(spec, available: int | None = None, what: str | None = None)
         if not widths:
             continue
         est = peak_bytes(K=cell["K"], d=cell["d"], depth=p.depth, width=max(widths),
-                         lanes=spec.chunk_size * p.restarts, chunk=p.chunk, unroll=p.unroll,
+                         lanes=spec.chunk_size * p.restarts, chunk=_lanes_per_step(p), unroll=p.unroll,
                          optimizer=p.optimizer, lbfgs_memory=p.lbfgs_memory,
                          itemsize=_ITEMSIZE.get(p.dtype, 8), batch=spec.chunk_size)
         if worst is None or est > worst[0]:

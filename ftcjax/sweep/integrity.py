@@ -44,13 +44,13 @@ TYPED: dict[str, tuple[type, ...]] = {
     "non_monotone": (bool,),
     "trainings": (int,),
     "strategy": (str,),
-    "chunk": (int,),
+    "chunk": (int, str),  # the plan chunk: an index, or a key that survives growing the sweep
     "problem": (dict,),
     "protocol": (dict,),
     "probes": (list,),
     "timing": (dict,),
 }
-_INT_FIELDS = {"replicate", "trainings", "chunk", "min_width"}
+_INT_FIELDS = {"replicate", "trainings", "chunk", "min_width"}  # where bool (an int subclass) is wrong
 _SCALARS = (str, int, float, bool)
 
 

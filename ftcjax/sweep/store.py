@@ -236,12 +236,15 @@ class RunDir:
             raise SpecMismatchError(self.root, diff_specs(existing["spec"], canon) or [
                 f"spec_hash: {existing['spec_hash']} in the run directory, {h} now"])
 
-    def _refuse_foreign_records(self, spec: SweepSpec) -> None:
-        """Without a manifest, the records witness the spec: any sound record of another sweep refuses."""
+    def _refuse_foreign_records(self, spec: SweepSpec, *, manifest_agrees: bool = False) -> None:
+        """The records witness the spec too. Without a manifest any sound record of another sweep
+        refuses; with an agreeing manifest only records that ALL belong elsewhere do (a replaced
+        manifest), while a few foreign lines among ours are set aside by the loader."""
         canon = canonical_dict(spec)
         h = spec_hash(canon)
-        others = self.load(expected_spec_hash=None).spec_hashes - {h}
-        if not others:
+        hashes = self.load(expected_spec_hash=None).spec_hashes
+        others = hashes - {h}
+        if not others or (manifest_agrees and h in hashes):
             return
         diffs = []
         try:  # the human copy of the spec, if still there, names the fields
@@ -252,10 +255,11 @@ class RunDir:
                 diffs = diff_specs(canonical_dict(old), canon)
         except (OSError, FTCInputError, FTCEnvironmentError, UnicodeDecodeError):
             pass
+        why = (f"{MANIFEST} says {h} too: was it replaced?" if manifest_agrees
+               else f"{MANIFEST} is missing, so the fields cannot be named")
         raise SpecMismatchError(self.root, diffs or [
             f"spec_hash: the records in {self.results_dir} were written by sweep "
-            f"{', '.join(sorted(others))}, this spec is {h} ({MANIFEST} is missing, so the fields "
-            "cannot be named)"])
+            f"{', '.join(sorted(others))}, this spec is {h} ({why})"])
 
     def prepare(self, spec: SweepSpec, env: dict[str, Any] | None = None) -> dict[str, Any]:
         """Create the directory for ``spec`` or check that it already holds the same sweep.
@@ -275,6 +279,7 @@ class RunDir:
         if self.exists():
             existing = self.read_manifest()
             self._refuse_if_other(existing, canon, h)
+            self._refuse_foreign_records(spec, manifest_agrees=True)
             self._restore_spec_text(existing)
             return existing
         files.ensure_dir(self.root, parents=True)
@@ -326,6 +331,7 @@ class RunDir:
         canon = canonical_dict(spec)
         if self.exists():
             self._refuse_if_other(self.read_manifest(), canon, spec_hash(canon))
+            self._refuse_foreign_records(spec, manifest_agrees=True)
         elif self.results_dir.is_dir():
             self._refuse_foreign_records(spec)
 

@@ -266,14 +266,19 @@ def test_lost_manifest_and_spec_text_with_other_widths_is_refused(run, tmp_path)
 
 
 def test_lost_manifest_is_rebuilt_from_the_same_spec(run, finished, tmp_path):
+    """... and a planted DIR/cache link (the old default cache location) is never followed."""
     manifest = json.loads((run / "manifest.json").read_text())
     (run / "manifest.json").unlink()
+    world = tmp_path / "world-writable"
+    world.mkdir(mode=0o777)
+    os.symlink(world, run / "cache")
     proc = run_tiny(write_spec(tmp_path), run, finished.parent)
     assert proc.returncode == 0, proc.stderr
     assert "0 chunks computed now, 6 already done" in proc.stdout
     rebuilt = json.loads((run / "manifest.json").read_text())
     assert rebuilt["spec_hash"] == manifest["spec_hash"] and rebuilt["spec"] == manifest["spec"]
     assert results_without_timing(run) == expected_records(finished)
+    assert list(world.iterdir()) == []
 
 
 @pytest.mark.parametrize("content", [b"[]", b"{}", b"\xff\xfe", b"null", b'{"spec_hash": 3}'])
@@ -524,18 +529,6 @@ def test_planted_shard_link_is_refused_by_the_writer(tmp_path):
         with rd.writer("shard-0000-of-0001"):
             pass
     assert target.read_text() == "do not touch"
-
-
-def test_planted_cache_link_is_refused(tmp_path):
-    from ftcjax.cli import _run_dir_cache
-
-    evil = tmp_path / "world"
-    evil.mkdir(mode=0o777)
-    (tmp_path / "run").mkdir()
-    os.symlink(evil, tmp_path / "run" / "cache")
-    with pytest.raises(FTCEnvironmentError, match="symbolic link"):
-        _run_dir_cache(tmp_path / "run")
-    assert stat.S_IMODE(os.stat(_run_dir_cache(tmp_path / "fresh")).st_mode) == 0o700
 
 
 def test_modes_ignore_a_permissive_umask(tmp_path):

@@ -13,7 +13,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -25,8 +24,7 @@ from ftcjax.sweep import files, guards
 from ftcjax.sweep._testing import (TINY_SPEC, cli_args, cli_env, reference_run, results_without_timing,
                                    run_cli, shared_cache)
 from ftcjax.sweep.integrity import seal
-from ftcjax.sweep.plan import make_plan
-from ftcjax.sweep.results import export_rows, status
+from ftcjax.sweep.results import status
 from ftcjax.sweep.spec import parse_spec
 from ftcjax.sweep.store import RunDir, ShardWriter
 

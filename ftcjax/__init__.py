@@ -11,7 +11,7 @@ Kernels only: importing ftcjax pulls in jax, optax and numpy, never matplotlib, 
 True
 """
 from ftcjax._src.criteria import CRITERIA, passed, residual_stats, trivially_satisfied
-from ftcjax._src.errors import FTCInputError
+from ftcjax._src.errors import FTCEnvironmentError, FTCInputError
 from ftcjax._src.fit import FitResult, fit, fit_batch
 from ftcjax._src.forms import FORMS, Additive, LoRA, make_form
 from ftcjax._src.lora import FROZEN_NETS, LoRAProblem, make_lora_problem, make_lora_problems, random_frozen

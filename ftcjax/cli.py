@@ -1,7 +1,9 @@
 """The ``ftcjax`` command line: run sweeps, watch them, export and analyse their results.
 
 Bad input (a malformed spec, a run directory holding another sweep, a bad option) prints a message
-naming the field and exits with status 2, never a traceback. Heavy imports (jax, the kernels, the
+naming the field and exits with status 2, never a traceback. Trouble with the machine or the file
+system (a full disk, a read-only or damaged run directory, a planted link, too little memory, a
+distributed peer that died) prints one line saying what was saved and exits with status 3. Heavy imports (jax, the kernels, the
 analysis and matplotlib) happen inside the subcommands, after the device options are applied.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 __all__ = ["main", "default_spec_path"]
 
 EXIT_BAD_INPUT = 2
+EXIT_ENVIRONMENT = 3
 
 
 def default_spec_path() -> Path:
@@ -170,11 +173,24 @@ def _setup_jax(args, out_dir: Path) -> None:
     configure_compilation_cache(args.compilation_cache)  # user-level, private, per jax version
 
 
+def _check_name(option: str, value: str | None) -> None:
+    """Paths given on the command line: no control characters (newline, ESC) in names we create."""
+    from ftcjax._src.errors import FTCInputError
+
+    if value is not None and any(not c.isprintable() for c in str(value)):
+        raise FTCInputError(f"{option}: {str(value)!r} contains control characters; choose a plain name")
+
+
 def _cmd_run(args) -> int:
     from ftcjax.sweep.distributed import DistributedConfig, maybe_initialize, parse_shard, writer_share
     from ftcjax.sweep.spec import load_spec
 
+    from ftcjax._src.errors import FTCEnvironmentError, FTCInputError
+
     shard = parse_shard(args.shard)
+    if args.max_chunks is not None and args.max_chunks < 0:
+        raise FTCInputError(f"--max-chunks: {args.max_chunks} must be >= 0")
+    _check_name("--out", args.out)
     spec = load_spec(_resolve_spec(args.spec))  # validation before any work
     out_dir = Path(args.out) if args.out else Path("runs") / spec.name
     from ftcjax.sweep.store import RunDir
@@ -208,10 +224,21 @@ def _cmd_run(args) -> int:
           + (f" as writer {index + 1} of {count}" if count > 1 else ""), file=sys.stderr)
     summary = run_sweep(spec, out_dir, shard_index=index, shard_count=count, progress=progress,
                         max_chunks=args.max_chunks)
+    for note in summary.notes:
+        print(_one_line(f"ftcjax: {note}"), file=sys.stderr)
     if process[1] > 1:
         from ftcjax.sweep.distributed import barrier
 
-        barrier("ftcjax-run-finished")  # process 0 reports on the union, once every process is done
+        try:
+            waited = barrier("ftcjax-run-finished")  # process 0 reports on the union, once all are done
+        except FTCEnvironmentError as e:
+            # A peer died: the runtime's error poller aborts this process any moment now, so say
+            # what is saved and leave at once (every finished chunk is already fsynced).
+            print(_one_line(f"ftcjax: error: {e}"), file=sys.stderr, flush=True)
+            os._exit(EXIT_ENVIRONMENT)
+        if not waited:
+            print(f"ftcjax: this process finished its share ({summary.chunks_run} chunks); the others "
+                  f"could not be awaited: `ftcjax status {out_dir}` shows what is done", file=sys.stderr)
     st = status(out_dir)
     print(f"\n{st['instances_done']}/{st['instances_total']} instances done in {out_dir} "
           f"({summary.chunks_run} chunks computed now, {summary.chunks_skipped} already done); "
@@ -240,6 +267,12 @@ def _cmd_validate(args) -> int:
     from ftcjax.sweep.spec import load_spec
 
     spec = load_spec(_resolve_spec(args.spec))
+    from ftcjax._src.errors import FTCInputError
+    from ftcjax.sweep.guards import memory_problems
+
+    too_big = memory_problems(spec)
+    if too_big:
+        raise FTCInputError("\n".join(too_big))
     plan = make_plan(spec)
     varying = {a: list(v) for a, v in spec.axes if len(v) > 1}
     print(f"spec {spec.name!r} is valid; hash {spec.hash}")
@@ -257,6 +290,7 @@ def _cmd_validate(args) -> int:
 def _cmd_status(args) -> int:
     from ftcjax.sweep.results import format_status, status, status_json
 
+    _check_name("DIR", args.dir)
     print(status_json(args.dir) if args.json else format_status(status(args.dir)))
     return 0
 
@@ -267,13 +301,19 @@ def _cmd_export(args) -> int:
     if args.csv == "-":
         n = write_csv(args.dir, sys.stdout)
     else:
+        import io
+
+        from ftcjax._src.errors import FTCInputError
+        from ftcjax.sweep.files import atomic_write_bytes
+
         path = Path(args.csv)
-        if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            n = write_csv(args.dir, f)
-        os.replace(tmp, path)
+        _check_name("--csv", args.csv)
+        if path.is_dir():
+            raise FTCInputError(f"--csv: {str(path)!r} is a directory; give a file name")
+        buf = io.StringIO(newline="")
+        n = write_csv(args.dir, buf)  # read everything first: a bad run directory writes nothing
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
         print(f"{n} rows written to {path}", file=sys.stderr)
     return 0
 
@@ -283,6 +323,15 @@ def _cmd_report(args) -> int:
         from ftcjax.analysis import report_command
     except ImportError as e:
         return _err(f"the analysis package is not available ({e})")
+    if args.output not in (None, "-"):
+        from ftcjax._src.errors import FTCInputError
+
+        _check_name("--output", args.output)
+        out = Path(args.output)
+        if out.is_dir():
+            raise FTCInputError(f"--output: {args.output!r} is a directory; give a file name")
+        if not out.parent.is_dir():
+            raise FTCInputError(f"--output: the directory {str(out.parent)!r} does not exist")
     return int(report_command(args.dir, fmt=args.format, output=args.output))
 
 
@@ -304,19 +353,51 @@ _COMMANDS = {"convergence": _cmd_convergence, "run": _cmd_run, "validate": _cmd_
              "report": _cmd_report, "figures": _cmd_figures}
 
 
+def _one_line(msg: str) -> str:
+    """Control characters (a newline or ESC in a planted name) escaped: one line, no terminal codes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg)
+
+
+def _saved(args) -> str:
+    """What an environment error leaves behind, per command."""
+    if args.command == "run":
+        out = getattr(args, "out", None) or "the run directory"
+        return (f"every chunk finished before the error is saved in {out}; fix the cause and rerun the "
+                "same command to resume")
+    return "the run directory was not changed"
+
+
+def _os_message(e: OSError) -> str:
+    from ftcjax.sweep.files import describe
+
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{describe(e)}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``ftcjax`` console script; returns the exit status."""
+    """Entry point of the ``ftcjax`` console script; returns the exit status.
+
+    Exit statuses: 0 success, 2 bad input (spec, options, a different sweep in DIR), 3 environment or
+    I/O (disk full, read-only or damaged files, links, memory, distributed peers), 130 interrupted.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
-    from ftcjax._src.errors import FTCInputError
+    from ftcjax._src.errors import FTCEnvironmentError, FTCInputError
+
+    def env_err(msg: str) -> int:
+        said = any(w in msg for w in ("saved", "nothing was computed"))
+        print(_one_line(f"ftcjax: error: {msg}" + ("" if said else f"; {_saved(args)}")), file=sys.stderr)
+        return EXIT_ENVIRONMENT
 
     try:
         return _COMMANDS[args.command](args)
     except FTCInputError as e:
         return _err(str(e))
+    except FTCEnvironmentError as e:
+        return env_err(str(e))
     except KeyboardInterrupt:
         print("\nftcjax: interrupted; finished chunks are saved: rerun the same command to resume",
               file=sys.stderr)
@@ -327,6 +408,18 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    except OSError as e:
+        return env_err(_os_message(e))
+    except MemoryError:
+        return env_err("out of memory (lower batch.chunk_size, train.restarts or the widths)")
+    except RuntimeError as e:
+        # XLA's allocation failures (RESOURCE_EXHAUSTED) and distributed-runtime failures are the
+        # machine's, not bugs: one line. Anything else is a bug and keeps its traceback.
+        text = str(e)
+        if type(e).__name__ == "XlaRuntimeError" and any(
+                k in text for k in ("RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED")):
+            return env_err(text.strip().splitlines()[0][:300])
+        raise
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from ftcjax.analysis.synthetic import synthetic_records
 
 pytest.importorskip("matplotlib")
 from ftcjax.analysis import figures as F  # noqa: E402
+from ftcjax.sweep.integrity import seal
+from ftcjax.sweep.plan import instance_id
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,8 @@ def _run_dir(tmp_path, recs):
     d = tmp_path / "run"
     (d / "results").mkdir(parents=True)
     with open(d / "results" / "w0.jsonl", "w") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in recs)
+        fh.writelines(json.dumps(seal(dict(r, instance_id=instance_id(r["cell"], r["replicate"])))) + "\n"
+                      for r in recs)  # as the store writes them: the id of its cell, sealed
     return str(d)
 
 

@@ -10,6 +10,8 @@ from ftcjax._src.errors import FTCInputError
 from ftcjax.analysis import (build_report, compare_records, doubled_spec_text, format_report, load_records,
                              report_command)
 from ftcjax.analysis.synthetic import synthetic_records
+from ftcjax.sweep.integrity import seal
+from ftcjax.sweep.plan import instance_id
 
 
 def _write_run(tmp_path, recs, name="run"):
@@ -17,7 +19,8 @@ def _write_run(tmp_path, recs, name="run"):
     (d / "results").mkdir(parents=True)
     with open(d / "results" / "w0.jsonl", "w") as fh:
         for r in recs:
-            fh.write(json.dumps(r) + "\n")
+            # as the store writes them: the id of its (possibly edited) cell, sealed
+            fh.write(json.dumps(seal(dict(r, instance_id=instance_id(r["cell"], r["replicate"])))) + "\n")
     return str(d)
 
 

@@ -173,6 +173,27 @@ def _evaluate_kernel(cfg, state, lanes):
     return _chunked(cfg, lambda st, lane: _evaluate_lane(cfg, st, lane), (state, lanes))
 
 
+MAX_WIDTH = 10_000_000  # far beyond any fine-tuning width; a typo like 1e9 must not allocate
+
+
+def _check_batch_args(problems, widths, keys, devices) -> None:
+    """Argument checks of :func:`fit_batch` that numpy/jax would otherwise report as raw errors."""
+    if np.ndim(widths) != 1 or np.size(widths) == 0:
+        raise FTCInputError(f"widths: must be a non-empty 1-D array of lane widths, got shape {np.shape(widths)}")
+    if devices is not None and len(list(devices)) == 0:
+        raise FTCInputError("devices: empty; give at least one device (or None for all local devices)")
+    kd = getattr(keys, "dtype", None)
+    typed = kd is not None and jax.dtypes.issubdtype(kd, jax.dtypes.prng_key)
+    raw = kd is not None and kd == np.uint32 and np.ndim(keys) == 2 and np.shape(keys)[1] == 2
+    if not (typed or raw):
+        raise FTCInputError(f"keys: {getattr(kd, 'name', type(keys).__name__)} values are not PRNG keys; "
+                            "give jax.random.split(jax.random.key(seed), B)")
+    x, z = getattr(problems, "x", None), getattr(problems, "z", None)
+    if x is not None and z is not None and np.ndim(x) == 3 and np.shape(z) != np.shape(x)[:2]:
+        raise FTCInputError(f"problems: z of shape {np.shape(z)} does not match x of shape {np.shape(x)} "
+                            "(one residual per sample: z (B, K) for x (B, K, d))")
+
+
 def validate_widths(widths, protocol: Protocol, bucket: int | None = None, form=None) -> None:
     """Raise :class:`FTCInputError` if a size is too small for the form (and depth) or above the bucket.
 
@@ -186,6 +207,8 @@ def validate_widths(widths, protocol: Protocol, bucket: int | None = None, form=
         raise FTCInputError(f"{what}: empty")
     if w.dtype.kind not in "iu":
         raise FTCInputError(f"{what}: {w.tolist()!r} must be integers")
+    if w.max() > MAX_WIDTH:
+        raise FTCInputError(f"{what}: {int(w.max())} exceeds the limit of {MAX_WIDTH}")
     if isinstance(form, forms.LoRA):
         if w.min() < 0:
             raise FTCInputError(f"ranks: {int(w.min())} is negative")
@@ -217,9 +240,8 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
     Returns:
       :class:`FitResult` with leading axis ``(B,)``.
     """
+    _check_batch_args(problems, widths, keys, devices)
     widths = np.asarray(widths)
-    if widths.ndim != 1:
-        raise FTCInputError(f"widths: must be a 1-D array of lane widths, got shape {widths.shape}")
     form = forms.single_form(form, default=forms.Additive())
     forms.check_problems(form, problems)
     bucket = int(widths.max()) if bucket is None else int(bucket)

@@ -80,6 +80,12 @@ def validate_problem_args(*, K, d, N, data="gaussian", labels="uniform", frozen=
     _check_choice("dtype", dtype, DTYPES)
     if data in _STRUCTURED and np.ndim(N) != 0:
         raise FTCInputError(f"N: data={data!r} instances need one integer N, got an array")
+    if data in _STRUCTURED:
+        from ftcjax._src.worst_case import structured_problem
+
+        why = structured_problem(data, int(N), int(K))
+        if why is not None:
+            raise FTCInputError(why)
 
 
 def _inputs(key, K, d, data, dtype):
@@ -254,40 +260,60 @@ def problem_from_arrays(x, y, changed, f_x=None) -> Problem:
     only with x64 enabled).
     """
     x = np.asarray(x)
+    for name, arr in (("x", x), ("y", y), ("f_x", f_x)):
+        if arr is None:
+            continue
+        a = np.asarray(arr)
+        if np.iscomplexobj(a):
+            raise FTCInputError(f"{name}: complex values are not supported (give real arrays)")
+        if a.dtype.kind not in "biuf":
+            raise FTCInputError(f"{name}: dtype {a.dtype} is not numeric")
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2 or x.shape[0] < 1:
         raise FTCInputError(f"x: shape {x.shape} must be (K, d) with K >= 1")
     K = x.shape[0]
-    y = np.asarray(y, dtype=np.float64)
+    # Every check runs in the dtype the problem will have: values distinct or finite in float64 may
+    # collide or overflow once cast to float32.
+    target = np.float64 if (x.dtype == np.float64 and jax.config.jax_enable_x64) else np.float32
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = x.astype(target)
+        y = np.asarray(y).astype(target)
     changed = np.asarray(changed)
     if y.shape != (K,):
         raise FTCInputError(f"y: shape {y.shape} must be ({K},) to match x")
     if changed.shape != (K,) or changed.dtype != bool:
         raise FTCInputError(f"changed: must be a bool array of shape ({K},), got {changed.dtype} {changed.shape}")
     for name, arr in (("x", x), ("y", y)):
-        bad = ~np.isfinite(np.asarray(arr, dtype=np.float64))
+        bad = ~np.isfinite(arr)
         if bad.any():
             idx = np.argwhere(bad)[0]
-            value = float(np.asarray(arr, dtype=np.float64)[tuple(idx)])
-            raise FTCInputError(f"{name}: non-finite value {value} at index {tuple(int(i) for i in idx)}")
+            raise FTCInputError(f"{name}: non-finite value {float(arr[tuple(idx)])} at index "
+                                f"{tuple(int(i) for i in idx)} in {np.dtype(target).name}")
     uniq, first, counts = np.unique(x, axis=0, return_index=True, return_counts=True)
     if (counts > 1).any():
         dup = uniq[counts > 1][0]
         rows = np.flatnonzero((x == dup).all(axis=1))
-        raise FTCInputError(f"x: duplicate samples at rows {rows[:4].tolist()} (the theory needs distinct x)")
+        raise FTCInputError(f"x: duplicate samples at rows {rows[:4].tolist()} in "
+                            f"{np.dtype(target).name} (the theory needs distinct x)")
     if f_x is None:
-        f = np.where(changed, 0.0, y)
+        f = np.where(changed, 0.0, y).astype(target)
     else:
-        f = np.asarray(f_x, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            f = np.asarray(f_x).astype(target)
         if f.shape != (K,):
             raise FTCInputError(f"f_x: shape {f.shape} must be ({K},) to match x")
         if not np.isfinite(f).all():
             raise FTCInputError(f"f_x: non-finite value {float(f[~np.isfinite(f)][0])} at index "
-                                f"{int(np.flatnonzero(~np.isfinite(f))[0])}")
+                                f"{int(np.flatnonzero(~np.isfinite(f))[0])} in {np.dtype(target).name}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = y - f
+    if not np.isfinite(z).all():
+        i = int(np.flatnonzero(~np.isfinite(z))[0])
+        raise FTCInputError(f"y: the residual y - f_x overflows {np.dtype(target).name} at index {i}")
     unchanged = ~changed
-    fit = float(np.mean((y[unchanged] - f[unchanged]) ** 2)) if unchanged.any() else 0.0
-    dtype = jnp.float64 if (x.dtype == np.float64 and jax.config.jax_enable_x64) else jnp.float32
+    fit = float(np.mean((y[unchanged].astype(np.float64) - f[unchanged]) ** 2)) if unchanged.any() else 0.0
+    dtype = jnp.float64 if target == np.float64 else jnp.float32
     xj = jnp.asarray(x, dtype)
     fj = jnp.asarray(f, dtype)
     return _assemble(xj, fj, jnp.asarray(y, dtype), jnp.asarray(changed), jnp.asarray(fit, dtype))

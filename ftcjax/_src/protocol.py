@@ -107,6 +107,9 @@ class StaticConfig(NamedTuple):
 
 
 def _finite_positive(name, value, *, allow_zero=False):
+    # float("0.01") and float(True) would pass below and store a string or a bool in the protocol.
+    if isinstance(value, (bool, np.bool_, str, bytes)) or not isinstance(value, (int, float, np.number)):
+        raise FTCInputError(f"{name}: {value!r} is a {type(value).__name__}, expected a number")
     try:
         v = float(value)
     except (TypeError, ValueError):

@@ -22,6 +22,7 @@ import numpy as np
 from ftcjax._src.errors import FTCInputError
 
 __all__ = [
+    "structured_problem",
     "worst_case_two_layer",
     "alternating_turns",
     "min_breakpoints",
@@ -36,6 +37,26 @@ def _check_int(name: str, value, minimum: int) -> int:
     if value < minimum:
         raise FTCInputError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def structured_problem(data: str, N: int, K: int) -> str | None:
+    """Why ``(N, K)`` cannot make a ``data`` instance ("worst_case" or "alternating"), or None.
+
+    The rule the builders below enforce, stated once so validation can report it before any work.
+    """
+    if data == "worst_case":
+        if N < 1:
+            return f"N must be >= 1 for data='worst_case', got N={N}"
+        if K < 3 * N + 2:
+            return (f"K must be >= 3N + 2 = {3 * N + 2} for data='worst_case' (N={N}), got K={K}; "
+                    "use data='alternating' for N <= K < 3N + 2")
+    elif data == "alternating":
+        if N < 1:
+            return f"N must be >= 1 for data='alternating', got N={N}"
+        if not N <= K < 3 * N + 2:
+            return (f"K must satisfy N <= K < 3N + 2 = {3 * N + 2} for data='alternating' (N={N}), "
+                    f"got K={K}; use data='worst_case' for K >= 3N + 2")
+    return None
 
 
 def _line(K: int) -> np.ndarray:

@@ -12,6 +12,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ftcjax.sweep.plan import instance_id  # the store checks ids against it
+
 __all__ = ["synthetic_records", "step_p", "logistic_p", "dip_p", "window_p", "true_w50", "bernoulli_trainer", "search_records"]
 
 
@@ -65,7 +67,7 @@ def synthetic_records(*, Ns: Sequence[int], depth: int = 3, alpha: float = 0.5, 
                 "min_width": mw, "censored": mw is None, "trivial": bool(trivial), "non_monotone": nonmono,
                 "trainings": len(widths) * restarts,
                 "problem": {"N": int(n), "K": int(K), "z_max": 1.0, "mse_zero": mse_zero},
-                "probes": probes, "spec_hash": "synthetic", "instance_id": f"N{n}-r{r}-{_cellkey(cell)}",
+                "probes": probes, "spec_hash": "synthetic", "instance_id": instance_id(cell, r),
                 "cell": cell, "replicate": r,
                 "protocol": {"depth": depth, "optimizer": "adam", "steps": 100, "restarts": restarts,
                              "criterion": criterion, "tol": 1e-3, "paper_threshold": 0.04,

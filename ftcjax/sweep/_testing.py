@@ -66,13 +66,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
 
 
 def results_without_timing(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """instance id -> record minus its bookkeeping (``timing``), for bit-for-bit comparisons."""
+    """instance id -> record minus its bookkeeping (``timing``, ``checksum``), for bit-for-bit comparisons."""
     from ftcjax.sweep.store import RunDir
 
     out = {}
     for iid, rec in RunDir(run_dir).load().records.items():
         rec = dict(rec)
         rec.pop("timing", None)
+        rec.pop("checksum", None)  # it covers the timing too
         out[iid] = json.loads(json.dumps(rec, sort_keys=True))
     return out
 

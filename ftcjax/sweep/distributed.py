@@ -16,7 +16,7 @@ import dataclasses
 import os
 import re
 
-from ftcjax._src.errors import FTCInputError
+from ftcjax._src.errors import FTCEnvironmentError, FTCInputError
 
 __all__ = ["parse_shard", "configure_cpu_devices", "DistributedConfig", "maybe_initialize",
            "writer_share", "cpu_count", "barrier"]
@@ -98,13 +98,34 @@ def maybe_initialize(cfg: DistributedConfig) -> tuple[int, int]:
         if not 0 <= cfg.process_id < cfg.num_processes:
             raise FTCInputError(f"--process-id: {cfg.process_id} must be in [0, --num-processes = "
                                 f"{cfg.num_processes})")
-        jax.distributed.initialize(coordinator_address=cfg.coordinator, num_processes=cfg.num_processes,
-                                   process_id=cfg.process_id)
+        _initialize(dict(coordinator_address=cfg.coordinator, num_processes=cfg.num_processes,
+                         process_id=cfg.process_id), "the --coordinator/--num-processes/--process-id options")
     elif cfg.mode == "on" or (cfg.mode == "auto" and _cluster_detected()):
-        jax.distributed.initialize()  # jax's own cluster detection (SLURM, TPU pods, env variables)
+        # jax's own cluster detection (SLURM, TPU pods, env variables)
+        _initialize({}, _detected_from() or "--distributed on")
     else:
         return 0, 1
     return jax.process_index(), jax.process_count()
+
+
+def _detected_from() -> str:
+    names = [k for k in ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_NPROCS", "SLURM_PROCID", "SLURM_STEP_NODELIST",
+                         "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if k in os.environ]
+    return f"the environment ({', '.join(names)})" if names else ""
+
+
+def _initialize(kwargs: dict, source: str) -> None:
+    """``jax.distributed.initialize`` with its failures (a partial SLURM or coordinator environment,
+    an unreachable coordinator) as one line naming where the settings came from."""
+    import jax
+
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (RuntimeError, ValueError, TypeError, KeyError, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise FTCEnvironmentError(
+            f"jax.distributed could not start from {source}: {first}; nothing was computed "
+            "(complete those settings, or run with --distributed off)") from None
 
 
 def barrier(name: str, timeout_s: float = 7 * 24 * 3600) -> bool:
@@ -118,10 +139,16 @@ def barrier(name: str, timeout_s: float = 7 * 24 * 3600) -> bool:
         client = _dist.global_state.client
         if client is None:
             return False
-        client.wait_at_barrier(name, int(timeout_s * 1000))
-        return True
     except (ImportError, AttributeError):
         return False
+    try:
+        client.wait_at_barrier(name, int(timeout_s * 1000))
+    except Exception as e:  # the runtime's error type is private; a dead peer or a timeout
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise FTCEnvironmentError(
+            f"another process of this distributed run stopped before the end ({first}); this process's "
+            "chunks are saved; rerun the same command on every process to resume") from None
+    return True
 
 
 def writer_share(shard: tuple[int, int], process: tuple[int, int]) -> tuple[int, int]:

@@ -63,6 +63,7 @@ def status(run_dir: str | Path) -> dict[str, Any]:
         "non_monotone": sum(1 for r in recs.values() if r.get("non_monotone")),
         "torn_lines": loaded.torn,
         "corrupt_lines": loaded.corrupt,
+        "rejected_lines": [str(r) for r in loaded.rejected],  # file:line: reason, none used
         "duplicate_records": loaded.duplicates,
         "writers": {k: {"instances": v["instances"], "chunks": len(v["chunks"]),
                         "instances_per_compute_s": (v["instances"] / v["compute_s"]) if v["compute_s"] else None}
@@ -97,7 +98,13 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"writer     {w}: {v['instances']} instances, {v['chunks']} chunks")
     if st["torn_lines"] or st["corrupt_lines"]:
         lines.append(f"note       {st['torn_lines']} torn last line(s) skipped (a write in progress or a "
-                     f"crash), {st['corrupt_lines']} corrupt line(s)")
+                     f"crash), {st['corrupt_lines']} unusable line(s) set aside (not used; the next "
+                     "`ftcjax run` quarantines them and recomputes their instances):")
+        rejected = st.get("rejected_lines", [])
+        for r in rejected[:10]:
+            lines.append(f"           results/{r}"[:200])
+        if len(rejected) > 10:
+            lines.append(f"           ... and {len(rejected) - 10} more")
     if env:
         lines.append(f"env        jax {env.get('jax')}, backend {env.get('backend')} ({env.get('device_kind')}"
                      f" x{env.get('local_device_count')}), dtypes {st.get('numerics', {}).get('dtype')}")

@@ -9,11 +9,14 @@ bits because nothing in a chunk depends on what ran before it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ftcjax._src.errors import FTCInputError
+from ftcjax.sweep import guards
 from ftcjax.sweep.form_axes import form_for_cell
 from ftcjax.sweep.plan import Chunk, instance_keys, make_plan, shard_chunks
 from ftcjax.sweep.spec import SweepSpec, protocol_for_cell, spec_hash, widths_for_depth
@@ -112,6 +115,7 @@ class RunSummary:
     chunks_run: int
     instances_written: int
     seconds: float
+    notes: list = dataclasses.field(default_factory=list)  # what the store repaired or set aside
 
 
 def run_sweep(spec: SweepSpec, out_dir: str | Path, *, shard_index: int = 0, shard_count: int = 1,
@@ -130,17 +134,24 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, shard_index: int = 0, sha
     Raises:
       SpecMismatchError: ``out_dir`` holds a different sweep.
     """
+    if max_chunks is not None and (isinstance(max_chunks, bool) or not isinstance(max_chunks, int)
+                                   or max_chunks < 0):
+        raise FTCInputError(f"--max-chunks: {max_chunks!r} must be an integer >= 0")
     t0 = time.perf_counter()
     run_dir = RunDir(out_dir)
     env = environment()
+    too_big = guards.memory_problems(spec)  # jax is up: device memory is known
+    if too_big:
+        raise FTCInputError("\n".join(too_big))
     manifest = run_dir.prepare(spec, env)
     h = manifest["spec_hash"]
     name = writer_name(shard_index, shard_count)
-    run_dir.record_environment(name, env)
 
     plan = make_plan(spec)
     mine = shard_chunks(plan, shard_index, shard_count)
-    done = set(run_dir.load().records)
+    run_dir.clean_temporaries()
+    notes = run_dir.quarantine()  # unusable lines out of the way: their instances become pending
+    done = set(run_dir.load(expected_spec_hash=h).records)
     todo = pending_chunks(mine, done)
     skipped = len(mine) - len(todo)
     if max_chunks is not None:
@@ -149,7 +160,12 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, shard_index: int = 0, sha
     if progress is not None:
         progress.start(len(mine), sum(len(c) for c in mine), skipped, n_done_inst)
     written = 0
-    with run_dir.writer(name) as w:
+    # Nothing to do writes nothing: a finished run in a read-only directory still reports.
+    with contextlib.ExitStack() as stack:
+        if todo:
+            stack.enter_context(run_dir.layout_lock(shard_count))
+            w = stack.enter_context(run_dir.writer(name))
+            run_dir.record_environment(name, env)  # only once we own the shard: never a live writer's
         for chunk in todo:
             tc = time.perf_counter()
             records = run_chunk(spec, chunk, spec_hash_=h)
@@ -169,4 +185,5 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, shard_index: int = 0, sha
     if progress is not None:
         progress.finish()
     return RunSummary(run_dir=run_dir.root, writer=name, chunks_total=len(plan), chunks_owned=len(mine),
-                      chunks_skipped=skipped, chunks_run=len(todo), instances_written=written, seconds=time.perf_counter() - t0)
+                      chunks_skipped=skipped, chunks_run=len(todo), instances_written=written,
+                      seconds=time.perf_counter() - t0, notes=notes)

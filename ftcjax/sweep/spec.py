@@ -50,7 +50,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ftcjax._src.errors import FTCInputError
+from ftcjax._src.errors import FTCEnvironmentError, FTCInputError
+from ftcjax.sweep import guards
 
 __all__ = [
     "SpecError",
@@ -315,7 +316,15 @@ def _parse_range(path: str, text: str, errs: list[str]) -> list[int] | None:
     if stop < start:
         errs.append(f"{path}: range {text!r} is empty (stop {stop} < start {start})")
         return None
+    n, limit = guards.range_length(start, stop, step), _list_limit(path)
+    if n > limit:  # counted, never built: "1:100000000" must not allocate
+        errs.append(f"{path}: range {text!r} has {n} values, more than the limit of {limit}")
+        return None
     return list(range(start, stop + 1, step))
+
+
+def _list_limit(path: str) -> int:
+    return guards.MAX_WIDTHS if path.startswith("width") else guards.MAX_AXIS_VALUES
 
 
 def _parse_axis(path: str, kind: str, raw: Any, errs: list[str]) -> list[Any] | None:
@@ -325,6 +334,9 @@ def _parse_axis(path: str, kind: str, raw: Any, errs: list[str]) -> list[Any] | 
     values = raw if isinstance(raw, list) else [raw]
     if isinstance(raw, list) and not raw:
         errs.append(f"{path}: empty list; give at least one value")
+        return None
+    if len(values) > _list_limit(path):
+        errs.append(f"{path}: {len(values)} values, more than the limit of {_list_limit(path)}")
         return None
     out: list[Any] = []
     ok = True
@@ -370,6 +382,12 @@ def _check_values(path: str, name: str, values: list[Any], errs: list[str]) -> b
             if v < lo:
                 errs.append(f"{path}: {v} must be an integer >= {lo}")
                 ok = False
+    if name in guards.VALUE_CEILINGS and all(_is_int(v) for v in values):
+        hi = guards.VALUE_CEILINGS[name]
+        for v in values:
+            if v > hi:
+                errs.append(f"{path}: {v} exceeds the limit of {hi}")
+                ok = False
     elif name in _POSITIVE_FLOAT:
         for v in values:
             if v <= 0:
@@ -408,11 +426,18 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
         every K, empty grid, ...), each naming the field path and the value.
     """
     errs: list[str] = []
+    if not isinstance(data, dict):
+        raise SpecError([f"spec: a {type(data).__name__}, expected a table of keys"], source)
+    deep = guards.nesting_problems(data)
+    if deep:  # nothing below may recurse into such values
+        raise SpecError(deep, source)
     _unknown("", data, TOP_KEYS, errs)
 
     name = data.get("name", default_name)
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\\0") or name in (".", ".."):
-        errs.append(f"name: {_fmt(name)} must be a non-empty string usable as a directory name")
+    if (not isinstance(name, str) or not name or any(c in name for c in "/\\\0") or name in (".", "..")
+            or not name.isprintable() or len(name.encode("utf-8", "replace")) > 200):
+        errs.append(f"name: {_fmt(name)[:80]} must be a non-empty printable string of at most 200 "
+                    "bytes, usable as a directory name")
         name = default_name
     description = data.get("description", "")
     if not isinstance(description, str):
@@ -426,6 +451,9 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
     replicates = data.get("replicates", 1)
     if not _is_int(replicates) or replicates < 1:
         errs.append(f"replicates: {_fmt(replicates)} must be a positive integer")
+        replicates = 1
+    elif replicates > guards.VALUE_CEILINGS["replicates"]:
+        errs.append(f"replicates: {replicates} exceeds the limit of {guards.VALUE_CEILINGS['replicates']}")
         replicates = 1
 
     grid = _table(data, "grid", errs)
@@ -490,9 +518,10 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
                 errs.append(f"width.{k}: give either width.values or width.lower/upper/step, not both")
         widths = _parse_axis("width.values", "int", width["values"], errs)
         if widths is not None:
-            bad = [w for w in widths if w < 1]
+            bad = [w for w in widths if not 1 <= w <= guards.VALUE_CEILINGS["width"]]
             for w in bad:
-                errs.append(f"width.values: {w} must be a positive integer")
+                errs.append(f"width.values: {w} must be a positive integer <= "
+                            f"{guards.VALUE_CEILINGS['width']}")
             widths = None if bad else sorted(widths)
     else:
         lower = width.get("lower", 1)
@@ -507,8 +536,15 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
             elif not _is_int(v) or v < 1:
                 errs.append(f"width.{k}: {_fmt(v)} must be a positive integer")
                 ok = False
+            elif k != "step" and v > guards.VALUE_CEILINGS["width"]:
+                errs.append(f"width.{k}: {v} exceeds the limit of {guards.VALUE_CEILINGS['width']}")
+                ok = False
         if ok and lower > upper:
             errs.append(f"width.lower: {lower} exceeds width.upper = {upper}")
+            ok = False
+        if ok and guards.range_length(lower, upper, step) > guards.MAX_WIDTHS:
+            errs.append(f"width: {lower}..{upper} step {step} gives {guards.range_length(lower, upper, step)} "
+                        f"candidate widths, more than the limit of {guards.MAX_WIDTHS}")
             ok = False
         if ok:
             widths = list(range(lower, upper + 1, step))
@@ -526,6 +562,18 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
     if not _is_int(chunk_size) or chunk_size < 1:
         errs.append(f"batch.chunk_size: {_fmt(chunk_size)} must be a positive integer")
         chunk_size = 1
+    elif chunk_size > guards.VALUE_CEILINGS["chunk_size"]:
+        errs.append(f"batch.chunk_size: {chunk_size} exceeds the limit of {guards.VALUE_CEILINGS['chunk_size']}")
+        chunk_size = 1
+
+    if not errs:  # counted before any cell is built
+        n_cells = math.prod(len(v) for v in axes.values() if v is not None)
+        if n_cells > guards.MAX_CELLS:
+            sizes = ", ".join(f"{k} {len(v)}" for k, v in axes.items() if v is not None and len(v) > 1)
+            errs.append(f"grid: {n_cells} cells (axes {sizes}), more than the limit of {guards.MAX_CELLS}")
+        elif n_cells * replicates > guards.MAX_INSTANCES:
+            errs.append(f"replicates: {n_cells} cells x {replicates} replicates = {n_cells * replicates} "
+                        f"instances, more than the limit of {guards.MAX_INSTANCES}")
 
     if not errs:
         ordered = tuple((k, tuple(v)) for k, v in axes.items() if v is not None)
@@ -595,20 +643,33 @@ def _core_checks(spec: SweepSpec) -> list[str]:
 
 def parse_spec(text: str, *, source: str | None = None, default_name: str = "sweep") -> SweepSpec:
     """Parse TOML text and validate it (see :func:`spec_from_dict`)."""
+    if len(text) > guards.MAX_SPEC_BYTES:
+        raise SpecError([f"spec: {len(text)} characters, more than the limit of {guards.MAX_SPEC_BYTES}"],
+                        source)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError([f"TOML syntax error: {e}"], source) from None
+    except RecursionError:
+        raise SpecError([f"spec: values nested too deep (at most {guards.MAX_NESTING} levels)"], source) from None
     return spec_from_dict(data, text=text, source=source, default_name=default_name)
 
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a spec file; the file stem is the default sweep name."""
+    from ftcjax.sweep.files import read_regular
+
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        if p.is_dir():
+            raise SpecError([f"spec file {str(p)!r} is a directory"])
+        # Regular files only, size-limited, opened without blocking: a FIFO or /dev/zero is refused.
+        data = read_regular(p.resolve(), limit=guards.MAX_SPEC_BYTES, what="spec file")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise SpecError([f"spec file {str(p)!r} does not exist"]) from None
+    except FTCEnvironmentError as e:
+        raise SpecError([str(e)]) from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError([f"spec file {str(p)!r} cannot be read: {e}"]) from None
     return parse_spec(text, source=str(p), default_name=p.stem)

@@ -150,6 +150,7 @@ def _choices(field: str) -> tuple[str, ...]:
         "frozen": problems.FROZEN,
         "criterion": criteria.CRITERIA,
         "optimizer": protocol.OPTIMIZERS,
+        "lm_damping": protocol.LM_DAMPINGS,
         "schedule": protocol.SCHEDULES,
         "matmul_precision": protocol.PRECISIONS,
         "dtype": problems.DTYPES,

@@ -303,3 +303,95 @@ def test_a_dtype_axis_trains_the_same_instances():
         np.testing.assert_array_equal(pair["float32"][0], pair["float64"][0])
         np.testing.assert_array_equal(pair["float32"][1], pair["float64"][1])
         assert pair["float64"][0].dtype == np.float64
+
+
+PORTFOLIO = """
+[[portfolio.member]]
+name = "adam-fast"
+learning_rate = 0.1
+
+[[portfolio.member]]
+name = "lm"
+optimizer = "lm"
+steps = 30
+"""
+
+
+def test_portfolio_members_share_instances_and_store_their_minimum(tmp_path):
+    from ftcjax.analysis.portfolio import best_over_members
+    from ftcjax.sweep import runner
+    from ftcjax.sweep._testing import TINY_SPEC
+    from ftcjax.sweep.plan import PROBLEM_AXES, instance_keys, make_plan
+    from ftcjax.sweep.spec import parse_spec, protocol_for_cell, spec_hash
+
+    spec = parse_spec(TINY_SPEC.replace('K = [6, 8]', 'K = 6').replace('N = "1:3"', 'N = 2') + PORTFOLIO)
+    assert spec.axis_dict["member"] == ("adam-fast", "lm")
+    assert spec_hash(spec) != spec_hash(parse_spec(spec.text.replace("learning_rate = 0.1", "learning_rate = 0.2")))
+    plan = make_plan(spec)
+    insts = [i for c in plan for i in c.instances]
+    assert {i.cell["member"] for i in insts} == {"adam-fast", "lm"}
+    lm_cell = next(i.cell for i in insts if i.cell["member"] == "lm")
+    assert protocol_for_cell(lm_cell).optimizer == "lm" and protocol_for_cell(lm_cell).steps == 30
+    # the same instances: equal problem and training keys across members
+    pk, tk = instance_keys(spec.seed, insts)
+    by = {}
+    for inst, p, t in zip(insts, jax.random.key_data(pk), jax.random.key_data(tk)):
+        by.setdefault((tuple(inst.cell[a] for a in PROBLEM_AXES), inst.replicate), []).append(
+            (np.asarray(p).tolist(), np.asarray(t).tolist()))
+    assert all(len(v) == 2 and v[0] == v[1] for v in by.values())
+    records = [r for c in plan for r in runner.run_chunk(spec, c)]
+    assert len(records) == 2 * spec.replicates
+    rows = best_over_members(records, ["adam-fast", "lm"])
+    assert len(rows) == spec.replicates
+    for row in rows:
+        mine = [r for r in records if r["replicate"] == row["replicate"]]
+        widths = {r["cell"]["member"]: (None if r["censored"] else r["min_width"]) for r in mine}
+        assert row["widths"] == widths and not row["missing"]
+        trained = [w for w in widths.values() if w is not None]
+        assert row["best_width"] == (min(trained) if trained else None)
+        assert all(widths[m] == row["best_width"] for m in row["best_members"])
+    assert "member" not in rows[0]["cell"] and "optimizer" not in rows[0]["cell"]
+
+
+def test_best_over_members_on_hand_built_records():
+    from ftcjax.analysis.portfolio import best_over_members
+
+    def rec(member, rep, width, **cell):
+        return dict(cell=dict(N=2, K=6, member=member, **cell), replicate=rep, min_width=width,
+                    censored=width is None)
+
+    records = [rec("a", 0, 5, learning_rate=0.1), rec("b", 0, 3, optimizer="lm"), rec("c", 0, 3),
+               rec("a", 1, None, learning_rate=0.1), rec("b", 1, None, optimizer="lm"), rec("c", 1, None),
+               rec("a", 2, 4, learning_rate=0.1)]
+    rows = {r["replicate"]: r for r in best_over_members(records, ["a", "b", "c"])}
+    assert rows[0]["best_width"] == 3 and rows[0]["best_members"] == ["b", "c"]
+    assert rows[1]["best_width"] is None and rows[1]["censored"]
+    assert rows[2]["best_width"] == 4 and rows[2]["missing"] == ["b", "c"]
+
+
+@pytest.mark.parametrize("table,field", [
+    ('[[portfolio.member]]\nname = "x"\nlearning_rat = 0.1\n', "portfolio.member[0].learning_rat"),
+    ('[[portfolio.member]]\nname = "x"\n[[portfolio.member]]\nname = "x"\n', "duplicate member name"),
+    ('[[portfolio.member]]\nname = "x"\nsteps = "many"\n', "portfolio.member[0].steps"),
+    ('[[portfolio.member]]\nname = "x"\noptimizer = "newton"\n', "optimizer"),
+])
+def test_bad_portfolio_names_the_field(table, field):
+    from ftcjax.sweep._testing import TINY_SPEC
+    from ftcjax.sweep.spec import parse_spec
+
+    with pytest.raises(Exception, match=field.replace("[", r"\[").replace("]", r"\]")):
+        parse_spec(TINY_SPEC + "\n" + table)
+
+
+def test_spec_takes_the_trainer_fields_booleans_included():
+    from ftcjax.sweep._testing import TINY_SPEC
+    from ftcjax.sweep.spec import parse_spec, protocol_for_cell
+
+    spec = parse_spec(TINY_SPEC.replace("[train]", '[train]\nstop_on_success = false\noptimizer = "sgd"\n'
+                                        'nesterov = [true, false]\nhistory_every = 10\npolish_steps = 5'))
+    protocols = {protocol_for_cell(c) for c in spec.cells()}
+    assert {p.nesterov for p in protocols} == {True, False}
+    assert all(p.optimizer == "sgd" and not p.stop_on_success and p.history_every == 10 and p.polish_steps == 5
+               for p in protocols)
+    with pytest.raises(Exception, match="train.stop_on_success: 1 is a int, expected true or false"):
+        parse_spec(TINY_SPEC.replace("[train]", "[train]\nstop_on_success = 1"))

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from ftcjax._src.errors import FTCInputError
+from ftcjax.sweep.portfolio import member_cell
 
 __all__ = [
     "SpecError",
@@ -110,7 +111,7 @@ def _protocol_fields() -> dict[str, tuple[str, Any]]:
         if f.name in _GRID_PROTOCOL_FIELDS or f.default is dataclasses.MISSING:
             continue
         d = f.default
-        kind = ("int" if isinstance(d, int) and not isinstance(d, bool) else "float" if isinstance(d, float)
+        kind = ("bool" if isinstance(d, bool) else "int" if isinstance(d, int) else "float" if isinstance(d, float)
                 else "str" if isinstance(d, str) else None)
         if kind is not None:
             out[f.name] = (kind, d)
@@ -131,7 +132,7 @@ def _fill_grid_defaults() -> None:
 _fill_grid_defaults()
 _REQUIRED = ("N", "K")
 
-TOP_KEYS = {"name", "description", "seed", "replicates", "grid", "train", "width", "batch"}
+TOP_KEYS = {"name", "description", "seed", "replicates", "grid", "train", "width", "batch", "portfolio"}
 WIDTH_KEYS = {"lower", "upper", "step", "values", "strategy", "report"}
 BATCH_KEYS = {"chunk_size"}
 _POSITIVE_INT = {"depth": 2, "N": 1, "K": 1, "d": 1, "steps": 1, "restarts": 1, "segment": 1,
@@ -190,6 +191,8 @@ class SweepSpec:
     chunk_size: int
     text: str = dataclasses.field(default="", compare=False)
     report: str = "typical"
+    # ((member name, ((train field, value), ...)), ...): see ftcjax.sweep.portfolio
+    portfolio: tuple = ()
 
     @property
     def axis_dict(self) -> dict[str, tuple[Any, ...]]:
@@ -202,7 +205,7 @@ class SweepSpec:
         for combo in itertools.product(*(v for _, v in self.axes)):
             cell = dict(zip(names, combo))
             if cell["N"] <= cell["K"]:
-                out.append(cell)
+                out.append(member_cell(cell, self.portfolio) if self.portfolio else cell)
         return out
 
     @property
@@ -229,7 +232,8 @@ def canonical_dict(spec: SweepSpec) -> dict[str, Any]:
         "width": {"values": list(spec.widths), "strategy": spec.strategy,
                   **({"report": spec.report} if spec.report != "typical" else {})},
         "batch": {"chunk_size": spec.chunk_size},
-    }
+    } | ({"portfolio": [[name, [list(f) for f in fields]] for name, fields in spec.portfolio]}
+         if spec.portfolio else {})
 
 
 def _canonical_json(obj: Any) -> str:
@@ -334,6 +338,11 @@ def _parse_axis(path: str, kind: str, raw: Any, errs: list[str]) -> list[Any] | 
                 continue
             if not math.isfinite(v):
                 errs.append(f"{where}: {_fmt(v)} is not a finite number")
+                ok = False
+                continue
+        elif kind == "bool":
+            if not isinstance(v, bool):
+                errs.append(f"{where}: {_fmt(v)} is a {type(v).__name__}, expected true or false")
                 ok = False
                 continue
         elif kind == "str":
@@ -454,6 +463,14 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
             vals = None
         axes[axis] = vals
 
+    portfolio = ()
+    if "portfolio" in data:
+        from ftcjax.sweep.portfolio import parse_portfolio
+
+        portfolio = parse_portfolio(data["portfolio"], TRAIN_AXES, axes, errs)
+        if portfolio:
+            axes["member"] = [name for name, _ in portfolio]
+
     # Per-cell constraint N <= K: cells breaking it are dropped; an N value that fits no K at all is a
     # mistake (it would silently contribute nothing), and so is a grid left empty.
     Ns, Ks = axes.get("N"), axes.get("K")
@@ -513,7 +530,7 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
         ordered = tuple((k, tuple(v)) for k, v in axes.items() if v is not None)
         spec = SweepSpec(name=name, description=description, seed=seed, replicates=replicates,
                          axes=ordered, widths=tuple(widths or ()), strategy=strategy, report=report,
-                         chunk_size=chunk_size, text=text)
+                         chunk_size=chunk_size, text=text, portfolio=portfolio)
         if not spec.cells():
             errs.append("grid: no cell satisfies N <= K; the grid is empty")
         else:

@@ -398,9 +398,10 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, bucket: in
         with contexts(protocol.dtype):
             mine = jax.device_put(take(lanes), devices[k])
             state, hist = run_phase(cfg, _init_kernel(cfg, mine), mine, protocol.steps)
-            out = dict(first=jax.device_get(_evaluate_kernel(cfg, state, mine)), hist=[hist])
+            out = dict(first=jax.device_get(_evaluate_kernel(cfg, state, mine)), hist=[hist],
+                       params=jax.device_get(state.params))
             if not recheck:
-                return out | dict(params=jax.device_get(state.params))
+                return out
         with contexts("float64"):
             mine = jax.device_put(take(lanes64), devices[k])
             state = jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
@@ -408,7 +409,7 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, bucket: in
             check_ev = _evaluate_kernel(cfg64, state, mine)
             out["check"] = jax.device_get(check_ev)
             if polish is None:
-                return out | dict(params=jax.device_get(state.params))
+                return out  # the trained (float32) parameters, judged in float64
             done = check_ev["passed_end"][:, crit] & mine.stop_on_success
             state = _resume_kernel(cfg64, state.params, mine, done)
             state, hist = run_phase(cfg64, state, mine, polish.steps)

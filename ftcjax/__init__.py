@@ -12,7 +12,7 @@ True
 """
 from ftcjax._src.criteria import CRITERIA, passed, residual_stats, trivially_satisfied
 from ftcjax._src.errors import FTCEnvironmentError, FTCInputError
-from ftcjax._src.fit import FitResult, fit, fit_batch
+from ftcjax._src.fit import END_REASONS, FitResult, fit, fit_batch
 from ftcjax._src.forms import FORMS, Additive, LoRA, make_form
 from ftcjax._src.lora import FROZEN_NETS, LoRAProblem, make_lora_problem, make_lora_problems, random_frozen
 from ftcjax._src.networks import (
@@ -36,7 +36,7 @@ from ftcjax._src.problems import (
     problem_from_arrays,
     stack_problems,
 )
-from ftcjax._src.protocol import Protocol
+from ftcjax._src.protocol import OPTIMIZERS, Protocol
 from ftcjax._src.search import (AdaptiveRule, Probe, SearchOutcome, Trainability, WidthResult, isotonic_fit,
                                 min_width, min_width_batch, search_widths, trainability, width_grid)
 

@@ -143,3 +143,12 @@ def test_run_quick_writes_table_and_json(tmp_path, capsys, monkeypatch):
     else:
         assert "PyTorch is not installed" in printed
     assert res["config"]["mode"] == "quick"
+
+
+@pytest.mark.slow
+def test_trainer_benchmark_quick_run_prints_its_tables(capsys):
+    from benchmarks import trainers
+
+    trainers.main(["--quick", "--reps", "1"])
+    out = capsys.readouterr().out
+    assert "| W1 |" in out and "| W2 |" in out and "speed-up" in out

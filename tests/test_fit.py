@@ -107,7 +107,17 @@ def test_float32_protocol_trains_in_float32():
     probs = ftcjax.make_problems(jax.random.key(0), num=2, K=16, d=2, N=2, dtype="float32")
     res = ftcjax.fit_batch(probs, np.array([2, 4]), keys=jax.random.split(jax.random.key(1), 2),
                            protocol=protocol)
-    assert res.mse.dtype == np.float32 and res.params[0][0].dtype == np.float32
+    assert res.params[0][0].dtype == np.float32
+    # the decision is re-evaluated in float64 at the float32-trained parameters
+    assert res.mse.dtype == np.float64
+    with jax.enable_x64(True):
+        for i, w in enumerate([2, 4]):
+            params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a[i], np.float64)), res.params)
+            masks = ftcjax.neuron_masks(w, 4, 2)
+            x_t = jnp.asarray(np.asarray(probs.x[i], np.float32).astype(np.float64).T)
+            r = np.asarray(ftcjax.forward(params, x_t, masks)) - np.asarray(probs.z[i], np.float32).astype(np.float64)
+            np.testing.assert_allclose(res.mse[i], np.mean(r ** 2), rtol=1e-12)
+            np.testing.assert_allclose(res.max_err[i], np.abs(r).max(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
@@ -141,7 +151,12 @@ def test_one_dimensional_single_change_reaches_strict_at_a_feasible_width(optimi
 
 
 @pytest.mark.parametrize("change,field", [
-    (dict(optimizer="sgd"), "optimizer: unknown value 'sgd'"),
+    (dict(optimizer="rmsprop"), "optimizer: unknown value 'rmsprop'"),
+    (dict(b1=1.0), "b1: 1.0"),
+    (dict(optimizer="lm", clip_norm=1.0), "clip_norm"),
+    (dict(lm_damping="fletcher"), "lm_damping"),
+    (dict(stop_on_success="no"), "stop_on_success"),
+    (dict(history_every=-1), "history_every"),
     (dict(criterion="loose"), "criterion: unknown value 'loose'"),
     (dict(schedule="step"), "schedule"),
     (dict(learning_rate=float("nan")), "learning_rate: nan"),

@@ -414,3 +414,25 @@ def test_bad_form_tables_are_refused_naming_the_field(change, message):
 
     with pytest.raises(SpecError, match=message):
         parse_spec(FORM_SPEC.replace(*change))
+
+
+@pytest.mark.parametrize("protocol_kwargs", [
+    dict(optimizer="lm", steps=60, segment=20),
+    dict(optimizer="adam", steps=1500, segment=250, learning_rate=3e-2, dtype="float32"),
+    dict(optimizer="adam", steps=300, segment=100, learning_rate=3e-2, polish_steps=30),
+])
+def test_lora_trains_with_the_swappable_trainers(protocol_kwargs):
+    """LM (its solve sees only the live rank), a float32 run judged in float64, and an LM polish all
+    reach the provable rank-1 fit of the hand-built case, and keep masked components at zero."""
+    x, y, changed, frozen = _rank_one_case()
+    with jax.enable_x64(True):
+        base = ftcjax.make_lora_problem(jax.random.key(0), K=3, d=1, N=1, frozen=frozen)
+        prob = base._replace(x=jnp.asarray(x), y=jnp.asarray(y), changed=jnp.asarray(changed),
+                             z=jnp.asarray(np.where(changed, y - np.asarray(base.f_x), 0.0)))
+    batch = jax.tree.map(lambda a: jnp.asarray(a)[None], prob)
+    protocol = ftcjax.Protocol(restarts=1, criterion="strict", tol=1e-6, unroll=1, **protocol_kwargs)
+    res = ftcjax.fit_batch(batch, np.array([1]), keys=jax.random.split(jax.random.key(3), 1),
+                           protocol=protocol, form=ftcjax.LoRA(layers=(-1,)), bucket=3)
+    assert bool(res.success[0]), (res.mse, res.max_err)
+    a, b = (np.asarray(v)[0] for v in res.params[0])
+    assert np.all(a[1:] == 0) and np.all(b[:, 1:] == 0)

@@ -13,9 +13,21 @@ losses between 1 and 2 devices (measured: about 1e-15 relative). Lanes do not co
 is lost, and the speed is the same (W1 on 2 CPU devices: 11.2 ms against 10.8 ms per training).
 
 Training runs ``lax.scan`` segments of fixed length. A lane that meets the decision criterion freezes
-(``where``, not control flow, so vmap stays cheap); between segments a device stops as soon as every
-one of its lanes has succeeded (frozen lanes would not change). Widths, learning rates, step budgets, tolerances and the criterion are
-per-lane arrays: changing them never recompiles.
+(``where``, not control flow, so vmap stays cheap) unless ``stop_on_success`` is off; between segments
+a device stops as soon as every one of its lanes has finished (frozen lanes would not change). Widths,
+learning rates, step budgets, tolerances and the criterion are per-lane arrays: changing them never
+recompiles (see :mod:`ftcjax._src.protocol` for what does).
+
+The trainer is a swappable part: every optimizer is a pair ``init(params) -> opt_state`` and
+``step(params, opt_state, t) -> (mse, max_err, params', opt_state')`` (metrics at ``params``), built
+per lane from the lane's hyperparameters (:func:`_trainer`). First-order optimizers (adam, adamw, sgd,
+any optax transformation) give a direction scaled by the per-lane learning rate; L-BFGS line-searches;
+Levenberg-Marquardt (:mod:`ftcjax._src.lm`) solves a damped Gauss-Newton system.
+
+Every run records why it ended (:data:`END_REASONS`): ``success``; ``diverged`` (a non-finite loss);
+``dead`` (some hidden layer has no live unit active on any sample, so ``g`` is constant, or the final
+loss is within 1% of that of ``g = 0``); ``stalled`` (the best loss improved by less than a relative
+1e-4 over the last quarter of the budget); otherwise ``budget``.
 """
 from __future__ import annotations
 
@@ -30,21 +42,36 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ftcjax._src import criteria, forms, networks, schedules
+from ftcjax._src import criteria, forms, lm, networks, schedules
 from ftcjax._src.errors import FTCInputError
 from ftcjax._src.problems import Problem
 from ftcjax._src.protocol import Protocol, StaticConfig, static_config
+
+
+END_REASONS = ("success", "budget", "diverged", "dead", "stalled")
+_STALL_REL = 1e-4        # an improvement of the best loss smaller than this (relative) does not count
+_STALL_FRACTION = 0.25   # ... and none for this fraction of the budget at the end: stalled
+_DEAD_TOL = 0.01         # a final loss within 1% of the loss of g = 0: dead
+
 
 class FitResult(NamedTuple):
     """Outcome of training runs (leading axis ``(B,)`` for a batch, scalars for :func:`fit`).
 
     Attributes:
-      mse: mean squared error over all K samples at the returned parameters.
-      max_err: ``max_i |g(x_i) - z_i|`` at the returned parameters.
-      steps: optimizer steps taken (the step of first success, else the budget).
-      passed: ``(..., 3)`` flags for the criteria ``("paper", "strict", "relative")``.
-      success: the decision criterion's flag.
-      params: the trained parameters, padded to the bucket (``to_layers`` trims them).
+      mse: mean squared error over all K samples at the stop: the first success when
+        ``stop_on_success`` is off, else the returned parameters.
+      max_err: ``max_i |g(x_i) - z_i|`` at the same point.
+      steps: optimizer steps (LM: iterations) taken: the step of first success, else the budget
+        (with ``polish_steps``: first-order budget plus polish iterations).
+      passed: ``(..., 3)`` flags for the criteria ``("paper", "strict", "relative")`` at the stop.
+      success: the decision criterion's flag (float64 re-evaluation for float32 or polished runs).
+      params: the trained parameters at the end, padded to the bucket (``to_layers`` trims them).
+      mse_end, max_err_end: the same metrics at the end of training (the end of the budget when
+        ``stop_on_success`` is off; equal to ``mse``, ``max_err`` otherwise).
+      end_reason: int index into :data:`END_REASONS`.
+      weight_max: ``(..., depth)`` max |W| per layer at the end (biases excluded).
+      history: ``(..., H, 2)`` loss and max error every ``history_every`` steps (step
+        ``j * history_every`` in row ``j``; NaN where nothing ran), or None when off.
     """
 
     mse: jax.Array
@@ -53,6 +80,11 @@ class FitResult(NamedTuple):
     passed: jax.Array
     success: jax.Array
     params: tuple
+    mse_end: jax.Array = None
+    max_err_end: jax.Array = None
+    end_reason: jax.Array = None
+    weight_max: jax.Array = None
+    history: jax.Array | None = None
 
 
 class _Lanes(NamedTuple):
@@ -66,46 +98,128 @@ class _Lanes(NamedTuple):
     key: jax.Array          # () PRNG key for the initialisation
     z_scale: jax.Array      # () max(1, max|z|)
     mse_zero: jax.Array     # () mean(z^2), the error of g = 0
-    learning_rate: jax.Array
+    learning_rate: jax.Array  # () peak rate, already scaled by the width when asked
     steps: jax.Array        # () int32 step budget
     paper_threshold: jax.Array
     tol: jax.Array
     rel_eps: jax.Array
     criterion: jax.Array    # () int32 index into criteria.CRITERIA
+    b1: jax.Array
+    b2: jax.Array
+    eps: jax.Array
+    weight_decay: jax.Array
+    momentum: jax.Array
+    clip_norm: jax.Array    # () 0: no clipping
+    lm_tau: jax.Array
+    stop_on_success: jax.Array  # () bool
     live: jax.Array         # () bool, False on padding lanes
 
 
 class _State(NamedTuple):
     params: tuple
     opt_state: tuple
-    done: jax.Array         # () bool: met the decision criterion (parameters frozen since)
+    done: jax.Array         # () bool: met the decision criterion at some step
     stop_step: jax.Array    # () int32: step of first success
+    stop_mse: jax.Array     # () metrics at the first success
+    stop_max_err: jax.Array
+    diverged: jax.Array     # () bool: saw a non-finite loss (parameters frozen since)
+    best: jax.Array         # () best loss seen
+    best_step: jax.Array    # () int32 step of the last relative improvement of ``best``
 
 
 def _tree_where(cond, a, b):
     return jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
 
 
-def _optimizer(cfg: StaticConfig):
+def _direction(cfg: StaticConfig, lane: _Lanes) -> optax.GradientTransformation:
+    """The first-order transformation (a direction; the learning rate is applied per lane by hand)."""
+    if isinstance(cfg.optimizer, optax.GradientTransformation):
+        return cfg.optimizer
     if cfg.optimizer == "adam":
-        # The learning rate and its schedule are applied by hand so that both stay per-lane arrays.
-        return optax.scale_by_adam()
-    return optax.lbfgs(memory_size=cfg.lbfgs_memory)
+        return optax.scale_by_adam(b1=lane.b1, b2=lane.b2, eps=lane.eps)
+    if cfg.optimizer == "adamw":
+        return optax.chain(optax.scale_by_adam(b1=lane.b1, b2=lane.b2, eps=lane.eps),
+                           optax.add_decayed_weights(lane.weight_decay))
+    if cfg.optimizer == "sgd":
+        return optax.trace(decay=lane.momentum, nesterov=cfg.nesterov)
+    raise AssertionError(cfg.optimizer)
+
+
+def _clip(grads, clip_norm):
+    """Scale ``grads`` to global norm ``<= clip_norm`` (``clip_norm = 0``: unchanged)."""
+    norm = optax.tree.norm(grads)
+    scale = jnp.where((clip_norm > 0) & (norm > clip_norm), clip_norm / jnp.maximum(norm, 1e-30), 1.0)
+    return jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+
+
+def _residual_fn(cfg: StaticConfig, lane: _Lanes):
+    # The form (static) says what is trained and what it is fitted to (forms.py).
+    return lambda params: cfg.form.predict(params, lane.frozen, lane.x_t, lane.width, cfg) - lane.target
 
 
 def _loss_fn(cfg: StaticConfig, lane: _Lanes):
+    residual = _residual_fn(cfg, lane)
+
     def loss(params):
-        r = cfg.form.predict(params, lane.frozen, lane.x_t, lane.width, cfg) - lane.target
+        r = residual(params)
         return jnp.mean(r * r), jnp.max(jnp.abs(r))
 
     return loss
 
 
+def _trainer(cfg: StaticConfig, lane: _Lanes):
+    """``(init, step)`` of the lane's optimizer (see the module docstring)."""
+    dtype = jnp.dtype(cfg.dtype)
+    loss = _loss_fn(cfg, lane)
+    if cfg.optimizer == "lm":
+        residual = _residual_fn(cfg, lane)
+
+        def step(params, opt_state, t):
+            return lm.step(residual, params, opt_state, live=cfg.form.live_mask(params, lane.width, cfg),
+                           tau=lane.lm_tau, damping=cfg.lm_damping)
+
+        return (lambda params: lm.init_state(dtype)), step
+
+    # optax mixes its int32 step count with floats; keep our own code under the caller's (possibly
+    # strict) promotion rules and give optax the standard ones.
+    if cfg.optimizer == "lbfgs":
+        tx = optax.lbfgs(memory_size=cfg.lbfgs_memory)
+
+        def step(params, opt_state, t):
+            (mse, max_err), grads = jax.value_and_grad(loss, has_aux=True)(params)
+            with jax.numpy_dtype_promotion("standard"):
+                updates, opt_state = tx.update(grads, opt_state, params, value=mse, grad=grads,
+                                               value_fn=lambda p: loss(p)[0])
+            return mse, max_err, jax.tree.map(lambda p, u: p + u.astype(p.dtype), params, updates), opt_state
+    else:
+        tx = _direction(cfg, lane)
+
+        def step(params, opt_state, t):
+            (mse, max_err), grads = jax.value_and_grad(loss, has_aux=True)(params)
+            grads = _clip(grads, lane.clip_norm)
+            with jax.numpy_dtype_promotion("standard"):
+                updates, opt_state = tx.update(grads, opt_state, params)
+            lr = lane.learning_rate * schedules.lr_multiplier(cfg.schedule, t, lane.steps, dtype)
+            return mse, max_err, jax.tree.map(lambda p, u: p - lr * u.astype(p.dtype), params, updates), opt_state
+
+    def init(params):
+        with jax.numpy_dtype_promotion("standard"):
+            return tx.init(params)
+
+    return init, step
+
+
+def _fresh_state(cfg: StaticConfig, lane: _Lanes, params, done) -> _State:
+    dtype = jnp.dtype(cfg.dtype)
+    init, _ = _trainer(cfg, lane)
+    zero = jnp.zeros((), dtype)
+    return _State(params, init(params), done, jnp.zeros((), jnp.int32), zero, zero,
+                  jnp.zeros((), bool), jnp.full((), jnp.inf, dtype), jnp.zeros((), jnp.int32))
+
+
 def _init_lane(cfg: StaticConfig, lane: _Lanes) -> _State:
     params = cfg.form.init(lane.key, lane.width, cfg, lane.frozen)
-    with jax.numpy_dtype_promotion("standard"):
-        opt_state = _optimizer(cfg).init(params)
-    return _State(params, opt_state, jnp.zeros((), bool), jnp.zeros((), jnp.int32))
+    return _fresh_state(cfg, lane, params, jnp.zeros((), bool))
 
 
 def _decide(lane: _Lanes, mse, max_err):
@@ -114,43 +228,47 @@ def _decide(lane: _Lanes, mse, max_err):
     return flags, flags[lane.criterion]
 
 
-def _segment_lane(cfg: StaticConfig, state: _State, lane: _Lanes, offset) -> _State:
-    loss = _loss_fn(cfg, lane)
-    tx = _optimizer(cfg)
-    dtype = jnp.dtype(cfg.dtype)
+def _segment_lane(cfg: StaticConfig, state: _State, lane: _Lanes, offset):
+    _, step = _trainer(cfg, lane)
 
     def body(st: _State, i):
         t = offset + i
-        (mse, max_err), grads = jax.value_and_grad(loss, has_aux=True)(st.params)
+        mse, max_err, params, opt_state = step(st.params, st.opt_state, t)
         _, ok = _decide(lane, mse, max_err)
-        running = lane.live & ~st.done & (t < lane.steps)
-        newly = running & ok
-        move = running & ~ok & jnp.isfinite(mse)  # a diverged run stays put (and fails)
-        # optax mixes its int32 step count with floats; keep our own code under the caller's
-        # (possibly strict) promotion rules and give optax the standard ones.
-        with jax.numpy_dtype_promotion("standard"):
-            if cfg.optimizer == "adam":
-                updates, opt_state = tx.update(grads, st.opt_state, st.params)
-            else:
-                updates, opt_state = tx.update(grads, st.opt_state, st.params, value=mse, grad=grads,
-                                               value_fn=lambda p: loss(p)[0])
-        if cfg.optimizer == "adam":
-            lr = lane.learning_rate * schedules.lr_multiplier(cfg.schedule, t, lane.steps, dtype)
-            params = jax.tree.map(lambda p, u: p - lr * u, st.params, updates)
-        else:
-            params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), st.params, updates)
-        return _State(_tree_where(move, params, st.params), _tree_where(move, opt_state, st.opt_state),
-                      st.done | newly, jnp.where(newly, t, st.stop_step)), None
+        finite = jnp.isfinite(mse)
+        active = lane.live & (t < lane.steps) & ~st.diverged & ~(st.done & lane.stop_on_success)
+        newly = active & ok & ~st.done
+        move = active & finite & ~(ok & lane.stop_on_success)
+        improved = active & finite & (mse < st.best * (1.0 - _STALL_REL))
+        new = _State(_tree_where(move, params, st.params), _tree_where(move, opt_state, st.opt_state),
+                     st.done | newly, jnp.where(newly, t, st.stop_step),
+                     jnp.where(newly, mse, st.stop_mse), jnp.where(newly, max_err, st.stop_max_err),
+                     st.diverged | (active & ~finite), jnp.where(improved, mse, st.best),
+                     jnp.where(improved, t, st.best_step))
+        return new, (jnp.stack([mse, max_err]) if cfg.history_every else None)
 
-    state, _ = jax.lax.scan(body, state, jnp.arange(cfg.segment, dtype=jnp.int32), unroll=cfg.unroll)
-    return state
+    return jax.lax.scan(body, state, jnp.arange(cfg.segment, dtype=jnp.int32), unroll=cfg.unroll)
+
+
+def _dead(cfg: StaticConfig, params, lane: _Lanes):
+    """True when some hidden layer has no live unit active on any sample (the model is constant)."""
+    return cfg.form.dead(params, lane.frozen, lane.x_t, lane.width, cfg)
 
 
 def _evaluate_lane(cfg: StaticConfig, state: _State, lane: _Lanes):
-    mse, max_err = _loss_fn(cfg, lane)(state.params)
-    flags, ok = _decide(lane, mse, max_err)
-    steps = jnp.where(state.done, state.stop_step, lane.steps)
-    return mse, max_err, steps, flags, ok
+    """Metrics at the end and at the stop, and the facts the end reason needs (all per lane)."""
+    mse_end, max_err_end = _loss_fn(cfg, lane)(state.params)
+    keep_stop = state.done & ~lane.stop_on_success  # frozen lanes: the end IS the stop
+    mse = jnp.where(keep_stop, state.stop_mse, mse_end)
+    max_err = jnp.where(keep_stop, state.stop_max_err, max_err_end)
+    flags, _ = _decide(lane, mse, max_err)
+    passed_end, _ = _decide(lane, mse_end, max_err_end)
+    near_zero = jnp.abs(mse_end - lane.mse_zero) <= _DEAD_TOL * lane.mse_zero  # stuck at g = 0's loss
+    dead = _dead(cfg, state.params, lane) | ((lane.mse_zero > 0) & near_zero)
+    weight_max = cfg.form.weight_max(state.params, lane.frozen, lane.width, cfg)
+    return dict(mse=mse, max_err=max_err, passed=flags, mse_end=mse_end, max_err_end=max_err_end,
+                passed_end=passed_end, dead=dead, weight_max=weight_max, done=state.done,
+                stop_step=state.stop_step, diverged=state.diverged, best_step=state.best_step)
 
 
 def _chunked(cfg: StaticConfig, per_lane, lane_args, *shared):
@@ -161,6 +279,12 @@ def _chunked(cfg: StaticConfig, per_lane, lane_args, *shared):
 @functools.partial(jax.jit, static_argnums=(0,))
 def _init_kernel(cfg, lanes):
     return _chunked(cfg, lambda lane: _init_lane(cfg, lane), (lanes,))
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _resume_kernel(cfg, params, lanes, done):
+    """A fresh optimizer state at given parameters (the LM polish after a first-order run)."""
+    return _chunked(cfg, lambda p, lane, dn: _fresh_state(cfg, lane, p, dn), (params, lanes, done))
 
 
 @functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(1,))
@@ -258,47 +382,127 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
     per = n_dev * cfg.chunk
     Bp = int(math.ceil(max(B, pad_to or 0) / per) * per)
     local = Bp // n_dev
-    n_seg = int(math.ceil(protocol.steps / cfg.segment))
+    crit = criteria.criterion_index(protocol.criterion)
+    # float32 runs are judged in float64 at their returned parameters; a polish is an LM phase in
+    # float64 from there (first order finds the basin, LM lands in it).
+    recheck = protocol.dtype != "float64" or protocol.polish_steps > 0
+    polish = (protocol.replace(optimizer="lm", dtype="float64", steps=protocol.polish_steps, polish_steps=0,
+                               clip_norm=0.0, segment=min(protocol.segment, protocol.polish_steps))
+              if protocol.polish_steps else None)
+    check = polish or protocol.replace(dtype="float64")
+    cfg64 = static_config(check, bucket=bucket, in_dim=d, num_samples=K, form=form)
 
-    def contexts():
+    def contexts(dtype):
         # jax's dtype and precision settings are thread-local: enter them in every worker thread.
         stack = contextlib.ExitStack()
-        stack.enter_context(jax.enable_x64(protocol.dtype == "float64"))
+        stack.enter_context(jax.enable_x64(dtype == "float64"))
         stack.enter_context(jax.default_matmul_precision(protocol.matmul_precision))
         return stack
 
-    with contexts():
+    with contexts(protocol.dtype):
         lanes = _build_lanes(problems, jnp.asarray(widths), keys, _hyper(protocol), protocol.dtype, Bp,
                              form.target(problems), form.frozen_of(problems))
+    if recheck:
+        with contexts("float64"):
+            lanes64 = _build_lanes(problems, jnp.asarray(widths), keys, _hyper(check), "float64", Bp,
+                                   form.target(problems), form.frozen_of(problems))
+
+    def run_phase(c, state, mine, budget):
+        hist = []
+        n_seg = int(math.ceil(budget / c.segment))
+        for s in range(n_seg):
+            state, ys = _segment_kernel(c, state, mine, jnp.int32(s * c.segment))
+            if ys is not None:
+                hist.append(ys)
+            if s + 1 < n_seg and bool(jnp.all(~mine.live | state.diverged | (state.done & mine.stop_on_success))):
+                break  # every lane here has finished: the rest of the budget changes nothing
+        if not hist:
+            return state, None
+        h = np.concatenate(jax.device_get(hist), axis=1)[:, :budget]
+        # Segments skipped because every lane had finished: those lanes were frozen, so their
+        # metrics stay what they last were.
+        return state, np.concatenate([h, np.repeat(h[:, -1:], budget - h.shape[1], axis=1)], axis=1)
 
     def run_on(k):
-        with contexts():
-            mine = jax.device_put(jax.tree.map(lambda a: a[k * local:(k + 1) * local], lanes), devices[k])
-            state = _init_kernel(cfg, mine)
-            for s in range(n_seg):
-                state = _segment_kernel(cfg, state, mine, jnp.int32(s * cfg.segment))
-                if s + 1 < n_seg and bool(jnp.all(state.done | ~mine.live)):
-                    break  # every lane here has succeeded: the rest of the budget changes nothing
-            return jax.device_get((_evaluate_kernel(cfg, state, mine), state.params))
+        take = lambda tree: jax.tree.map(lambda a: a[k * local:(k + 1) * local], tree)  # noqa: E731
+        with contexts(protocol.dtype):
+            mine = jax.device_put(take(lanes), devices[k])
+            state, hist = run_phase(cfg, _init_kernel(cfg, mine), mine, protocol.steps)
+            out = dict(first=jax.device_get(_evaluate_kernel(cfg, state, mine)), hist=[hist],
+                       params=jax.device_get(state.params))
+            if not recheck:
+                return out
+        with contexts("float64"):
+            mine = jax.device_put(take(lanes64), devices[k])
+            state = jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+                                 state)
+            check_ev = _evaluate_kernel(cfg64, state, mine)
+            out["check"] = jax.device_get(check_ev)
+            if polish is None:
+                return out  # the trained (float32) parameters, judged in float64
+            done = check_ev["passed_end"][:, crit] & mine.stop_on_success
+            state = _resume_kernel(cfg64, state.params, mine, done)
+            state, hist = run_phase(cfg64, state, mine, polish.steps)
+            out["polish"] = jax.device_get(_evaluate_kernel(cfg64, state, mine))
+            out["hist"].append(hist)
+            return out | dict(params=jax.device_get(state.params))
 
     if n_dev == 1:
         parts = [run_on(0)]
     else:
         with concurrent.futures.ThreadPoolExecutor(n_dev) as pool:  # jax releases the GIL while running
             parts = list(pool.map(run_on, range(n_dev)))
-    (mse, max_err, steps, flags, ok), params = jax.tree.map(lambda *a: np.concatenate(a)[:B], *parts)
-    return FitResult(mse, max_err, steps, flags, ok, params)
+    cat = lambda *a: None if a[0] is None else np.concatenate(a)[:B]  # noqa: E731
+    out = jax.tree.map(cat, *parts, is_leaf=lambda x: x is None)
+    return _combine(out, protocol, crit)
+
+
+def _combine(out: dict, protocol: Protocol, crit: int) -> FitResult:
+    """Host-side: the decision, total steps and end reason from the phases' evaluations."""
+    first = out["first"]
+    steps = np.where(first["done"], first["stop_step"], protocol.steps)
+    budget, final = protocol.steps, first
+    if "check" in out and "polish" not in out:
+        # float32 run: the float64 metrics at the returned parameters decide.
+        ch = out["check"]
+        final = dict(ch, mse=ch["mse_end"], max_err=ch["max_err_end"], passed=ch["passed_end"],
+                     diverged=first["diverged"], best_step=first["best_step"])
+    elif "polish" in out:
+        pol = out["polish"]
+        polished = ~(out["check"]["passed_end"][:, crit] & protocol.stop_on_success)
+        taken = np.where(first["done"] & protocol.stop_on_success, first["stop_step"], protocol.steps)
+        steps = np.where(polished, taken + np.where(pol["done"], pol["stop_step"], protocol.polish_steps), steps)
+        final = dict(pol, diverged=pol["diverged"] | first["diverged"])
+        budget = protocol.polish_steps
+    passed = final["passed"]
+    success = passed[:, crit]
+    stalled = (budget - final["best_step"]) > _STALL_FRACTION * budget
+    reason = np.select([success, final["diverged"], final["dead"], stalled], [0, 2, 3, 4], default=1)
+    hist = [h for h in out["hist"] if h is not None]
+    history = None
+    if hist:
+        every = protocol.history_every
+        history = np.concatenate(hist, axis=1)[:, ::every].astype(np.float64)
+    return FitResult(mse=final["mse"], max_err=final["max_err"], steps=steps.astype(np.int32), passed=passed,
+                     success=success, params=out["params"], mse_end=final["mse_end"],
+                     max_err_end=final["max_err_end"], end_reason=reason.astype(np.int32),
+                     weight_max=final["weight_max"], history=history)
 
 
 def _hyper(protocol: Protocol) -> dict:
     """The protocol's dynamic part as scalar arrays (new values never recompile)."""
     dtype = jnp.dtype(protocol.dtype)
-    return dict(learning_rate=jnp.asarray(protocol.learning_rate, dtype),
+    real = lambda v: jnp.asarray(v, dtype)  # noqa: E731
+    return dict(learning_rate=real(protocol.learning_rate),
+                lr_width_ref=real(protocol.lr_width_ref), lr_width_power=real(protocol.lr_width_power),
                 steps=jnp.asarray(protocol.steps, jnp.int32),
-                paper_threshold=jnp.asarray(protocol.paper_threshold, dtype),
-                tol=jnp.asarray(protocol.tol, dtype),
-                rel_eps=jnp.asarray(protocol.rel_eps, dtype),
-                criterion=jnp.asarray(criteria.criterion_index(protocol.criterion), jnp.int32))
+                paper_threshold=real(protocol.paper_threshold), tol=real(protocol.tol),
+                rel_eps=real(protocol.rel_eps),
+                criterion=jnp.asarray(criteria.criterion_index(protocol.criterion), jnp.int32),
+                b1=real(protocol.b1), b2=real(protocol.b2), eps=real(protocol.eps),
+                weight_decay=real(protocol.weight_decay), momentum=real(protocol.momentum),
+                clip_norm=real(protocol.clip_norm), lm_tau=real(protocol.lm_tau),
+                stop_on_success=jnp.asarray(bool(protocol.stop_on_success)))
 
 
 @functools.partial(jax.jit, static_argnums=(4, 5))
@@ -312,12 +516,17 @@ def _build_lanes(problems: Problem, widths, keys, hyper: dict, dtype: str, Bp: i
     idx = jnp.concatenate([jnp.arange(B), jnp.zeros(Bp - B, int)])  # padding lanes copy lane 0, never run
     z = problems.z[idx].astype(dtype)
     z_scale, mse_zero = criteria.residual_stats(z)
+    hyper = dict(hyper)
+    ref, power = hyper.pop("lr_width_ref"), hyper.pop("lr_width_power")
+    width = widths[idx].astype(jnp.int32)
     per_lane = {k: jnp.broadcast_to(v, (Bp,)) for k, v in hyper.items()}
+    scale = jnp.where(ref > 0, (ref / width.astype(dtype)) ** power, jnp.ones((), dtype))
+    per_lane["learning_rate"] = per_lane["learning_rate"] * scale
     return _Lanes(x_t=jnp.swapaxes(problems.x[idx].astype(dtype), 1, 2), z=z,
                   target=(problems.z if target is None else target)[idx].astype(dtype),
                   frozen=jax.tree.map(lambda a: a[idx].astype(dtype), frozen),
-                  width=widths[idx].astype(jnp.int32), key=keys[idx], z_scale=z_scale,
-                  mse_zero=mse_zero, live=jnp.arange(Bp) < B, **per_lane)
+                  width=width, key=keys[idx],
+                  z_scale=z_scale, mse_zero=mse_zero, live=jnp.arange(Bp) < B, **per_lane)
 
 
 def fit(problem: Problem, width: int, *, key, protocol: Protocol, form=None,

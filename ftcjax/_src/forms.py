@@ -95,6 +95,10 @@ class Additive:
         masks = networks.neuron_masks(size, cfg.bucket, cfg.depth, cfg.split)
         return _dead_layers(networks.mask_params(params, masks), x_t)
 
+    def trim(self, params, size: int, *, depth: int, split=None):
+        """One lane's padded parameters as plain numpy layers with only the true neurons."""
+        return networks.to_layers(params, size, depth=depth, split=split)
+
     def weight_max(self, params, frozen, size, cfg):
         """``(depth,)`` max |W| per layer of ``g`` (biases excluded)."""
         return jnp.stack([jnp.max(jnp.abs(w)) for w, _ in params])
@@ -204,6 +208,10 @@ class LoRA:
     def dead(self, params, frozen, x_t, size, cfg):
         """True when some hidden layer of the ADAPTED net is inactive on every sample (constant output)."""
         return _dead_layers(self.adapted_weights(params, frozen, size, cfg.bucket), x_t)
+
+    def trim(self, params, size: int, *, depth: int = 0, split=None):
+        """One lane's adapters as numpy ``[(A (r, in), B (out, r)), ...]`` with only the true rank."""
+        return [(np.asarray(a)[:size].copy(), np.asarray(b)[:, :size].copy()) for a, b in params]
 
     def weight_max(self, params, frozen, size, cfg):
         """``(adapted layers,)`` max |scale B A| per adapted layer: the size of the update itself."""

@@ -3,6 +3,12 @@
 A :class:`Protocol` is split in two for the kernels: a hashable *static* part (shapes, optimizer kind,
 segment length; changing it compiles a new kernel) and *dynamic* per-lane arrays (learning rate, step
 budget, tolerances, criterion; changing them never recompiles).
+
+What recompiles: ``depth``, ``split``, ``optimizer`` (the name, or the identity of a custom optax
+transformation), ``schedule``, ``segment``, ``dtype``, ``lbfgs_memory``, ``nesterov``, ``lm_damping``,
+``history_every``, ``chunk``, ``unroll`` and the shapes (bucket, K, d, lane count). Everything else
+(learning rate and its width scaling, betas, eps, weight decay, momentum, clipping, the LM damping
+start, step budgets, tolerances, criterion, ``stop_on_success``) is a per-lane array.
 """
 from __future__ import annotations
 
@@ -11,12 +17,15 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
+import optax
 
 from ftcjax._src.criteria import CRITERIA
 from ftcjax._src.errors import FTCInputError
 from ftcjax._src.schedules import SCHEDULES
 
-OPTIMIZERS = ("adam", "lbfgs")
+OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs", "lm")
+FIRST_ORDER = ("adam", "adamw", "sgd")  # and custom optax transformations: scaled by the learning rate
+LM_DAMPINGS = ("nielsen", "marquardt")
 PRECISIONS = ("highest", "high", "default")
 
 
@@ -27,10 +36,29 @@ class Protocol:
     Attributes:
       depth: layers of ``g`` (2, 3, or more); ``m`` counts the neurons of all hidden layers.
       split: integer weights distributing ``m`` over hidden layers (default equal: ``d2 = ceil(m/2)``).
-      optimizer: ``"adam"`` (with ``schedule``) or ``"lbfgs"`` (optax's, zoom line search).
-      learning_rate: Adam's peak learning rate (unused by L-BFGS, which line-searches).
+      optimizer: ``"adam"``, ``"adamw"`` (decoupled ``weight_decay``), ``"sgd"`` (``momentum``,
+        ``nesterov``), ``"lbfgs"`` (optax's, zoom line search), ``"lm"`` (batched Levenberg-Marquardt,
+        :mod:`ftcjax._src.lm`; ``steps`` counts its iterations), or, from Python, any
+        ``optax.GradientTransformation`` producing a *direction*: ftcjax applies
+        ``params -= lr(t) * direction`` with the per-lane ``learning_rate`` and ``schedule`` (so pass
+        e.g. ``optax.scale_by_lion()``, not ``optax.lion(1e-3)``, which would scale twice). Kernels are
+        cached by the transformation object: reuse one object to avoid recompiling.
+      learning_rate: peak learning rate of first-order optimizers (unused by L-BFGS and LM).
+      lr_width_ref, lr_width_power: if ``lr_width_ref > 0`` a lane of width ``m`` uses
+        ``learning_rate * (lr_width_ref / m) ** lr_width_power`` (wide nets at a shared rate die).
+      b1, b2, eps: Adam's moment decays and denominator offset (adam, adamw).
+      weight_decay: decoupled weight decay of adamw.
+      momentum, nesterov: SGD's heavy-ball momentum (0: plain gradient descent) and Nesterov variant.
+      clip_norm: if > 0, clip the gradient to this global norm before a first-order optimizer.
+      lm_damping: LM damping rule: ``"nielsen"`` (identity damping, Nielsen's smooth update) or
+        ``"marquardt"`` (damping scaled by diag(J^T J), x10 / x0.1 updates).
+      lm_tau: LM's initial damping relative to ``max diag(J^T J)``.
+      polish_steps: LM iterations after a first-order run (0: off); float64 whatever ``dtype``.
+      stop_on_success: freeze a run at its first success (False: train to the end of the budget and
+        record the loss both at the first success and at the end).
+      history_every: record loss and max error every that many steps per run (0: off, free).
       schedule: ``"constant"``, ``"cosine"`` (decay to 0 over ``steps``) or ``"warmup_cosine"`` (5% warmup).
-      steps: optimizer steps per training (a budget: a run stops at its first success).
+      steps: optimizer steps per training (a budget: by default a run stops at its first success).
       segment: steps per kernel call; between calls the whole batch stops if every run has finished.
       restarts: independent initialisations per (instance, width); they are just more lanes.
       success_fraction: a width succeeds when at least ``max(1, ceil(fraction * restarts))`` restarts do
@@ -50,6 +78,20 @@ class Protocol:
     split: tuple | None = None
     optimizer: str = "adam"
     learning_rate: float = 1e-2
+    lr_width_ref: int = 0
+    lr_width_power: float = 1.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    nesterov: bool = False
+    clip_norm: float = 0.0
+    lm_damping: str = "nielsen"
+    lm_tau: float = 1e-3
+    polish_steps: int = 0
+    stop_on_success: bool = True
+    history_every: int = 0
     schedule: str = "cosine"
     steps: int = 2000
     segment: int = 250
@@ -78,9 +120,14 @@ class Protocol:
         """Every field as JSON-able values, plus the rules that are not fields."""
         d = dataclasses.asdict(self)
         d["split"] = list(self.split) if self.split is not None else None
+        if not isinstance(self.optimizer, str):
+            d["optimizer"] = f"custom:{self.optimizer!r}"[:200]
         d["init"] = "pytorch-default U(-1/sqrt(fan_in), 1/sqrt(fan_in)), neuron j from fold_in(key, j)"
         d["loss"] = "mean over all K samples of (g(x) - z)^2, full batch"
-        d["stop"] = "a run stops (parameters frozen) at its first step meeting the decision criterion"
+        d["stop"] = ("a run stops (parameters frozen) at its first step meeting the decision criterion"
+                     if self.stop_on_success else "every run trains to the end of its budget")
+        if self.dtype != "float64" or self.polish_steps:
+            d["decision"] = "success is re-evaluated in float64 at the returned parameters"
         return d
 
     @property
@@ -93,11 +140,14 @@ class StaticConfig(NamedTuple):
 
     depth: int
     split: tuple | None
-    optimizer: str
+    optimizer: object  # a name of OPTIMIZERS or an optax.GradientTransformation
     schedule: str
     segment: int
     dtype: str
     lbfgs_memory: int
+    nesterov: bool
+    lm_damping: str
+    history_every: int
     chunk: int
     unroll: int
     bucket: int
@@ -126,7 +176,9 @@ def _positive_int(name, value, lo=1):
 def validate_protocol(p: Protocol) -> None:
     """Raise :class:`FTCInputError` naming the first bad field."""
     _positive_int("depth", p.depth, 2)
-    if p.optimizer not in OPTIMIZERS:
+    if isinstance(p.optimizer, optax.GradientTransformation):
+        pass
+    elif not isinstance(p.optimizer, str) or p.optimizer not in OPTIMIZERS:
         raise FTCInputError(f"optimizer: unknown value {p.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if p.schedule not in SCHEDULES:
         raise FTCInputError(f"schedule: unknown value {p.schedule!r}; choose one of {', '.join(SCHEDULES)}")
@@ -140,6 +192,25 @@ def validate_protocol(p: Protocol) -> None:
         _positive_int(name, getattr(p, name))
     if isinstance(p.train_seed, bool) or not isinstance(p.train_seed, (int, np.integer)) or not 0 <= p.train_seed < 2**32:
         raise FTCInputError(f"train_seed: {p.train_seed!r} must be an integer in [0, 2**32)")
+    for name in ("lr_width_ref", "polish_steps", "history_every"):
+        _positive_int(name, getattr(p, name), 0)
+    for name in ("nesterov", "stop_on_success"):
+        if not isinstance(getattr(p, name), (bool, np.bool_)):
+            raise FTCInputError(f"{name}: {getattr(p, name)!r} must be true or false")
+    if p.lm_damping not in LM_DAMPINGS:
+        raise FTCInputError(f"lm_damping: unknown value {p.lm_damping!r}; choose one of {', '.join(LM_DAMPINGS)}")
+    _finite_positive("lm_tau", p.lm_tau)
+    _finite_positive("eps", p.eps)
+    _finite_positive("lr_width_power", p.lr_width_power, allow_zero=True)
+    for name in ("weight_decay", "momentum", "clip_norm"):
+        _finite_positive(name, getattr(p, name), allow_zero=True)
+    for name in ("b1", "b2", "momentum"):
+        if not 0 <= float(getattr(p, name)) < 1:
+            raise FTCInputError(f"{name}: {getattr(p, name)!r} must be in [0, 1)")
+    if p.clip_norm > 0 and p.optimizer in ("lbfgs", "lm"):
+        raise FTCInputError(f"clip_norm: gradient clipping applies to first-order optimizers, not {p.optimizer!r}")
+    if p.polish_steps and p.optimizer == "lm":
+        raise FTCInputError("polish_steps: an LM run needs no LM polish (use more steps)")
     _finite_positive("learning_rate", p.learning_rate)
     _finite_positive("tol", p.tol)
     _finite_positive("paper_threshold", p.paper_threshold)
@@ -154,7 +225,8 @@ def validate_protocol(p: Protocol) -> None:
 def static_config(p: Protocol, *, bucket: int, in_dim: int, num_samples: int, form=None) -> StaticConfig:
     return StaticConfig(depth=p.depth, split=p.split, optimizer=p.optimizer, schedule=p.schedule,
                         segment=min(p.segment, p.steps), dtype=p.dtype, lbfgs_memory=p.lbfgs_memory,
-                        chunk=p.chunk, unroll=p.unroll, bucket=int(bucket), in_dim=int(in_dim),
+                        nesterov=bool(p.nesterov), lm_damping=p.lm_damping,
+                        history_every=int(p.history_every), chunk=p.chunk, unroll=p.unroll, bucket=int(bucket), in_dim=int(in_dim),
                         num_samples=int(num_samples), form=_default_form() if form is None else form)
 
 

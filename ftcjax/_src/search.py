@@ -29,6 +29,7 @@ probe's result does not depend on the round or the batch it ran in.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from typing import Callable, Optional, Sequence
@@ -39,7 +40,8 @@ import numpy as np
 
 from ftcjax._src import criteria
 from ftcjax._src.errors import FTCInputError
-from ftcjax._src.fit import fit_batch, validate_widths
+from ftcjax._src.fit import END_REASONS, fit_batch, validate_widths
+from ftcjax._src.networks import to_layers
 from ftcjax._src.problems import Problem
 from ftcjax._src.protocol import Protocol
 
@@ -56,6 +58,12 @@ class Probe:
 
     ``first_restart``: restart index of the first run (lane keys fold in ``first_restart + r``), so
     repeated probes at one width are fresh, reproducible draws.
+    ``mse``, ``max_err``, ``passed`` are at the stop (the first success, or the end); ``*_end`` at the
+    end of training (they differ only when ``stop_on_success`` is off). ``end_reason`` names why each
+    run ended (``fit.END_REASONS``), ``weight_max`` its max |W| per layer, ``history`` (when
+    ``history_every > 0``) ``{"every": s, "mse": [[...] per run], "max_err": [[...] per run]}``.
+    ``params`` (not stored in records) is the first successful run's trained net as plain layers,
+    kept only when the search was asked to ``return_params``.
     """
 
     width: int
@@ -67,9 +75,16 @@ class Probe:
     steps: list
     passed: dict  # criterion name -> list of bools
     first_restart: int = 0
+    mse_end: list | None = None
+    max_err_end: list | None = None
+    end_reason: list | None = None
+    weight_max: list | None = None
+    history: dict | None = None
+    params: list | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "params"}
+        return copy.deepcopy(d)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -355,9 +370,13 @@ class WidthResult:
     non_monotone_p: float = 1.0
     p_fit: dict = dataclasses.field(default_factory=dict)
     rule_params: dict = dataclasses.field(default_factory=dict)
+    # The trained net at ``min_width`` (plain layers, see ``to_layers``) when asked for
+    # (``return_params=True``); never stored in records.
+    params: list | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)
+             if f.name not in ("probes", "params")}
         d["probes"] = [p.to_dict() for p in self.probes]
         return d
 
@@ -517,7 +536,8 @@ def search_widths(probe: Callable, num: int, widths: Sequence[int], strategy: st
                          rule_params=rule.to_dict() if strategy == "adaptive" else {})
 
 
-def _kernel_probe(problems: Problem, keys, protocol: Protocol, bucket: int, devices, form=None):
+def _kernel_probe(problems: Problem, keys, protocol: Protocol, bucket: int, devices, form=None,
+                  return_params: bool = False):
     R = protocol.restarts
     if protocol.train_seed:  # a reseeded run: same instances, new initialisations
         keys = jax.vmap(lambda k: jax.random.fold_in(k, protocol.train_seed))(keys)
@@ -539,12 +559,27 @@ def _kernel_probe(problems: Problem, keys, protocol: Protocol, bucket: int, devi
         for j, w in enumerate(ws):
             s = slice(j * R, (j + 1) * R)
             n_ok = int(np.sum(res.success[s]))
+            history = None
+            if res.history is not None:
+                history = dict(every=protocol.history_every,
+                               mse=[[float(v) for v in h] for h in res.history[s, :, 0]],
+                               max_err=[[float(v) for v in h] for h in res.history[s, :, 1]])
+            params = None
+            if return_params and n_ok:
+                first = j * R + int(np.argmax(res.success[s]))
+                params = form.trim(jax.tree.map(lambda a: a[first], res.params), int(w),
+                                   depth=protocol.depth, split=protocol.split)
             out.append(Probe(
                 width=int(w), success=n_ok >= protocol.min_successes, successes=n_ok, restarts=R,
                 mse=[float(v) for v in res.mse[s]], max_err=[float(v) for v in res.max_err[s]],
                 steps=[int(v) for v in res.steps[s]],
                 passed={name: [bool(v) for v in res.passed[s, c]] for c, name in enumerate(criteria.CRITERIA)},
-                first_restart=int(first_restart[j])))
+                first_restart=int(first_restart[j]),
+
+                mse_end=[float(v) for v in res.mse_end[s]], max_err_end=[float(v) for v in res.max_err_end[s]],
+                end_reason=[END_REASONS[int(v)] for v in res.end_reason[s]],
+                weight_max=[[float(v) for v in row] for row in res.weight_max[s]],
+                history=history, params=params))
         return out
 
     return probe
@@ -568,7 +603,8 @@ def _problem_summary(problems: Problem, protocol: Protocol) -> tuple:
 
 def min_width_batch(problems: Problem, *, keys, protocol: Protocol, widths: Sequence[int],
                     strategy: str = DEFAULT_STRATEGY, report: str = "typical",
-                    rule: Optional[AdaptiveRule] = None, devices=None, form=None) -> list:
+                    rule: Optional[AdaptiveRule] = None, devices=None, form=None,
+                    return_params: bool = False) -> list:
     """Minimal trainable width (or LoRA rank: any form's size) of each problem in a batch.
 
     Args:
@@ -583,6 +619,8 @@ def min_width_batch(problems: Problem, *, keys, protocol: Protocol, widths: Sequ
       devices: devices to shard lanes over (default all local devices).
       form: the fine-tuning form (default additive; ``LoRA(...)`` searches the rank: ``widths`` then
         holds candidate ranks and ``min_width`` is the smallest trainable rank).
+      return_params: keep the trained net at the minimal width in ``WidthResult.params`` (plain
+        layers of the first successful restart; the host keeps one net per successful probe).
     Returns:
       list of ``n`` :class:`WidthResult`.
     """
@@ -597,11 +635,17 @@ def min_width_batch(problems: Problem, *, keys, protocol: Protocol, widths: Sequ
     keys = jnp.asarray(keys)
     if keys.shape[0] != n:
         raise FTCInputError(f"keys: need {n} keys (one per instance), got {keys.shape[0]}")
-    probe = _kernel_probe(problems, keys, protocol, int(cand.max()), devices, form)
+    probe = _kernel_probe(problems, keys, protocol, int(cand.max()), devices, form, return_params)
     found = search_widths(probe, n, cand, strategy, rule=rule)
     summaries, trivial = _problem_summary(problems, protocol)
-    return [result_from_search(found, i, strategy=strategy, report=report, trivial=bool(trivial[i]),
-                               problem=summaries[i]) for i in range(n)]
+    out = [result_from_search(found, i, strategy=strategy, report=report, trivial=bool(trivial[i]),
+                              problem=summaries[i]) for i in range(n)]
+    if return_params:
+        for res in out:
+            if res.min_width is not None:
+                res.params = next((p.params for p in res.probes if p.width == res.min_width and p.params is not None),
+                                  None)
+    return out
 
 
 def result_from_search(found: SearchOutcome, i: int, *, strategy: str, report: str = "typical",
@@ -631,8 +675,9 @@ def result_from_search(found: SearchOutcome, i: int, *, strategy: str, report: s
 
 def min_width(problem: Problem, *, key, protocol: Protocol, widths: Sequence[int],
               strategy: str = DEFAULT_STRATEGY, report: str = "typical",
-              rule: Optional[AdaptiveRule] = None, form=None) -> WidthResult:
+              rule: Optional[AdaptiveRule] = None, form=None, return_params: bool = False) -> WidthResult:
     """Minimal trainable width of one problem (see :func:`min_width_batch`)."""
     batch = jax.tree.map(lambda a: jnp.asarray(a)[None], problem)
     return min_width_batch(batch, keys=jnp.asarray(key)[None], protocol=protocol, widths=widths,
-                           strategy=strategy, report=report, rule=rule, form=form)[0]
+                           strategy=strategy, report=report, rule=rule, form=form,
+                           return_params=return_params)[0]

@@ -9,7 +9,9 @@ number of devices or processes: that is what makes a chunk recomputed after a cr
   (N, K, d, data, labels, frozen) and the replicate. Training choices (depth, criterion, optimizer,
   learning rate, dtype, ...) are deliberately left out: replicate r of a problem cell is the same
   instance under every protocol and depth, so protocols are compared on paired instances.
-  The **training key** is ``fold_in(problem_key, 1)``.
+  Both come from separate branches of one *instance key*: the problem key is
+  ``fold_in(instance_key, 0)`` and the **training key** ``fold_in(instance_key, 1)``, so no key a
+  problem draws from (``make_problem`` folds 0..4 into its key) is ever an initialisation key.
 * A **chunk** is up to ``chunk_size`` consecutive instances of one *batch group*: the cells that share
   every axis except N (N is a mask over K in the kernels, so it may vary inside a batch; everything
   else changes a static shape or the protocol). Inside a group instances are ordered by (N, replicate).
@@ -132,8 +134,9 @@ def instance_keys(seed: int, instances: Sequence[Instance]):
             k = jax.random.fold_in(k, w[i])
         return k
 
-    problem_keys = jax.vmap(one)(words)
-    train_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(problem_keys)
+    instance = jax.vmap(one)(words)
+    problem_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(instance)
+    train_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(instance)
     return problem_keys, train_keys
 
 

@@ -34,7 +34,8 @@ def _make_problems(chunk: Chunk, problem_keys):
     """Problems of a chunk, stacked: ``x (B, K, d)``, the rest ``(B, K)``.
 
     Each problem is drawn from its own key alone (one ``make_problem`` call per instance), so a problem
-    never depends on which other instances share its chunk.
+    never depends on which other instances share its chunk. Problems are always drawn in float64 (the
+    kernels cast to the cell's training dtype), so a dtype axis compares the SAME instances.
     """
     from ftcjax._src.lora import make_lora_problem
     from ftcjax._src.problems import make_problem, stack_problems
@@ -47,7 +48,7 @@ def _make_problems(chunk: Chunk, problem_keys):
                  for i, inst in enumerate(chunk.instances)]
         return stack_problems(probs)
     probs = [make_problem(problem_keys[i], K=g["K"], d=g["d"], N=inst.cell["N"], data=g["data"],
-                          labels=g["labels"], frozen=g["frozen"], dtype=g.get("dtype", "float64"))
+                          labels=g["labels"], frozen=g["frozen"], dtype="float64")
              for i, inst in enumerate(chunk.instances)]
     return stack_problems(probs)
 

@@ -52,6 +52,7 @@ from typing import Any
 
 from ftcjax._src.errors import FTCEnvironmentError, FTCInputError
 from ftcjax.sweep import guards
+from ftcjax.sweep.portfolio import member_cell
 
 __all__ = [
     "SpecError",
@@ -111,7 +112,7 @@ def _protocol_fields() -> dict[str, tuple[str, Any]]:
         if f.name in _GRID_PROTOCOL_FIELDS or f.default is dataclasses.MISSING:
             continue
         d = f.default
-        kind = ("int" if isinstance(d, int) and not isinstance(d, bool) else "float" if isinstance(d, float)
+        kind = ("bool" if isinstance(d, bool) else "int" if isinstance(d, int) else "float" if isinstance(d, float)
                 else "str" if isinstance(d, str) else None)
         if kind is not None:
             out[f.name] = (kind, d)
@@ -132,7 +133,7 @@ def _fill_grid_defaults() -> None:
 _fill_grid_defaults()
 _REQUIRED = ("N", "K")
 
-TOP_KEYS = {"name", "description", "seed", "replicates", "grid", "train", "width", "batch", "form"}
+TOP_KEYS = {"name", "description", "seed", "replicates", "grid", "train", "width", "batch", "form", "portfolio"}
 WIDTH_KEYS = {"lower", "upper", "step", "values", "strategy", "report"}
 BATCH_KEYS = {"chunk_size"}
 _POSITIVE_INT = {"depth": 2, "N": 1, "K": 1, "d": 1, "steps": 1, "restarts": 1, "segment": 1,
@@ -151,6 +152,7 @@ def _choices(field: str) -> tuple[str, ...]:
         "frozen": problems.FROZEN,
         "criterion": criteria.CRITERIA,
         "optimizer": protocol.OPTIMIZERS,
+        "lm_damping": protocol.LM_DAMPINGS,
         "schedule": protocol.SCHEDULES,
         "matmul_precision": protocol.PRECISIONS,
         "dtype": problems.DTYPES,
@@ -193,6 +195,8 @@ class SweepSpec:
     # The optional [form] table's non-axis options (LoRA layers, alpha, ranks) as sorted pairs; empty
     # without the table (see ftcjax.sweep.form_axes).
     form_options: tuple = ()
+    # ((member name, ((train field, value), ...)), ...): see ftcjax.sweep.portfolio
+    portfolio: tuple = ()
 
     @property
     def axis_dict(self) -> dict[str, tuple[Any, ...]]:
@@ -208,7 +212,7 @@ class SweepSpec:
         for combo in itertools.product(*(v for _, v in self.axes)):
             cell = dict(zip(names, combo))
             if cell["N"] <= cell["K"] and keep_cell(cell, first_depth):
-                out.append(cell)
+                out.append(member_cell(cell, self.portfolio) if self.portfolio else cell)
         return out
 
     @property
@@ -240,6 +244,8 @@ def canonical_dict(spec: SweepSpec) -> dict[str, Any]:
     }
     if spec.form_options:  # only form sweeps carry the key: older specs keep their hashes
         out["form"] = form_table(axes, dict(spec.form_options))
+    if spec.portfolio:
+        out["portfolio"] = [[name, [list(f) for f in fields]] for name, fields in spec.portfolio]
     return out
 
 
@@ -356,6 +362,11 @@ def _parse_axis(path: str, kind: str, raw: Any, errs: list[str]) -> list[Any] | 
                 continue
             if not math.isfinite(v):
                 errs.append(f"{where}: {_fmt(v)} is not a finite number")
+                ok = False
+                continue
+        elif kind == "bool":
+            if not isinstance(v, bool):
+                errs.append(f"{where}: {_fmt(v)} is a {type(v).__name__}, expected true or false")
                 ok = False
                 continue
         elif kind == "str":
@@ -500,6 +511,14 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
         axes.update(form[0])
         form_options = tuple(sorted(form[1].items()))
 
+    portfolio = ()
+    if "portfolio" in data:
+        from ftcjax.sweep.portfolio import parse_portfolio
+
+        portfolio = parse_portfolio(data["portfolio"], TRAIN_AXES, axes, errs)
+        if portfolio:
+            axes["member"] = [name for name, _ in portfolio]
+
     # Per-cell constraint N <= K: cells breaking it are dropped; an N value that fits no K at all is a
     # mistake (it would silently contribute nothing), and so is a grid left empty.
     Ns, Ks = axes.get("N"), axes.get("K")
@@ -579,7 +598,7 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
         ordered = tuple((k, tuple(v)) for k, v in axes.items() if v is not None)
         spec = SweepSpec(name=name, description=description, seed=seed, replicates=replicates,
                          axes=ordered, widths=tuple(widths or ()), strategy=strategy, report=report,
-                         chunk_size=chunk_size, text=text, form_options=form_options)
+                         chunk_size=chunk_size, text=text, form_options=form_options, portfolio=portfolio)
         if not spec.cells():
             errs.append("grid: no cell satisfies N <= K; the grid is empty")
         else:

@@ -4,6 +4,10 @@ The stored arrays pin the additive path: ``tests/test_lora.py`` checks that the 
 on the form, still returns the same bits. Regenerate only from a commit whose kernel is the reference
 (record it below), never to make a failing check pass.
 
+Generated from commit 11cb91a (the trainers' kernel, the last one before the form hook); the first
+version came from a966d23 and differed from 11cb91a only in the last bits of the Adam path (their
+per-lane Adam hyperparameters), which is why it was regenerated, from a checkout of 11cb91a.
+
     PYTHONPATH=$PWD python3 tests/data/make_additive_reference.py
 """
 from pathlib import Path

@@ -16,9 +16,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from ftcjax._src import networks, problems, schedules
+from ftcjax._src import networks, problems
 from ftcjax._src.errors import FTCInputError
 
 FROZEN_NETS = ("random_relu", "pretrained")
@@ -54,29 +53,7 @@ def random_frozen(key, *, in_dim: int, width: int, depth: int, dtype=jnp.float64
     return networks.init_mlp(key, width * (depth - 1), in_dim=in_dim, depth=depth, dtype=dtype)
 
 
-def pretrain(params, x, y, *, steps: int = 3000, learning_rate: float = 3e-3):
-    """Train every layer of ``params`` on ``(x (K, d), y (K,))``: full-batch Adam, cosine schedule.
-
-    Returns:
-      ``(params, fit_mse ())``.
-    """
-    tx = optax.scale_by_adam()
-    x_t = x.T
-
-    def loss(p):
-        return jnp.mean((networks.forward(p, x_t) - y) ** 2)
-
-    def step(carry, t):
-        p, s = carry
-        with jax.numpy_dtype_promotion("standard"):  # optax mixes its int32 count with floats
-            u, s = tx.update(jax.grad(loss)(p), s, p)
-        lr = learning_rate * schedules.lr_multiplier("cosine", t, steps, x.dtype)
-        return (jax.tree.map(lambda a, b: a - lr * b, p, u), s), None
-
-    with jax.numpy_dtype_promotion("standard"):
-        state = tx.init(params)
-    (params, _), _ = jax.lax.scan(step, (params, state), jnp.arange(steps))
-    return params, loss(params)
+pretrain = problems.pretrain_mlp  # one pre-training loop for both forms
 
 
 def _validate(K, d, N, width, depth, frozen, data, labels, dtype):

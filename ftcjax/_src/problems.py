@@ -133,6 +133,20 @@ def pretrain_frozen(key, x, y, *, width: int = 256, steps: int = 3000, learning_
     from ftcjax._src import networks, schedules
 
     params = networks.init_mlp(key, width, in_dim=x.shape[1], depth=2, dtype=x.dtype)
+    params, fit_mse = pretrain_mlp(params, x, y, steps=steps, learning_rate=learning_rate)
+    return networks.forward(params, x.T), fit_mse
+
+
+def pretrain_mlp(params, x, y, *, steps: int = 3000, learning_rate: float = 3e-3):
+    """Train every layer of an MLP ``params`` on ``(x (K, d), y (K,))``: full-batch Adam, cosine schedule.
+
+    One loop for the additive form's pre-trained ``f`` and LoRA's pre-trained frozen net.
+    Returns ``(params, fit_mse ())``.
+    """
+    import optax
+
+    from ftcjax._src import networks, schedules
+
     tx = optax.scale_by_adam()
     x_t = x.T
 
@@ -146,9 +160,10 @@ def pretrain_frozen(key, x, y, *, width: int = 256, steps: int = 3000, learning_
         lr = learning_rate * schedules.lr_multiplier("cosine", t, steps, x.dtype)
         return (jax.tree.map(lambda a, b: a - lr * b, p, u), s), None
 
-    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(steps))
-    f_x = networks.forward(params, x_t)
-    return f_x, jnp.mean((f_x - y) ** 2)
+    with jax.numpy_dtype_promotion("standard"):
+        state = tx.init(params)
+    (params, _), _ = jax.lax.scan(step, (params, state), jnp.arange(steps))
+    return params, loss(params)
 
 
 def _assemble(x, f_x, y_new, changed, f_fit_mse):

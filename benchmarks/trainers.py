@@ -71,20 +71,26 @@ def _scipy_w2(prob, key, width, iters):
         w1 = v[:width * d].reshape(width, d)
         return w1, v[width * d:width * (d + 1)], v[width * (d + 1):width * (d + 2)], v[-1]
 
+    # MINPACK's LM needs at least as many residuals as unknowns; W2 is overparameterised (P > K), so
+    # append zero residuals (zero Jacobian rows): the objective is unchanged, and it is what a user would
+    # write to run scipy's LM here.
+    pad = max(0, v0.size - len(x))
+
     def res(v):
         w1, b1, w2, b2 = split(v)
-        return np.maximum(x @ w1.T + b1, 0.0) @ w2 + b2 - z
+        return np.concatenate([np.maximum(x @ w1.T + b1, 0.0) @ w2 + b2 - z, np.zeros(pad)])
 
     def jac(v):
         w1, b1, w2, b2 = split(v)
         pre = x @ w1.T + b1
         act = (pre > 0).astype(np.float64)
         gw1 = (act * w2)[:, :, None] * x[:, None, :]
-        return np.concatenate([gw1.reshape(len(x), -1), act * w2, np.maximum(pre, 0.0), np.ones((len(x), 1))], 1)
+        rows = np.concatenate([gw1.reshape(len(x), -1), act * w2, np.maximum(pre, 0.0), np.ones((len(x), 1))], 1)
+        return np.concatenate([rows, np.zeros((pad, v.size))], 0)
 
     t0 = time.perf_counter()
     out = least_squares(res, v0, jac=jac, method="lm", max_nfev=iters, xtol=1e-15, ftol=1e-15, gtol=1e-15)
-    return time.perf_counter() - t0, float(np.mean(out.fun ** 2))
+    return time.perf_counter() - t0, float(np.mean(out.fun[:len(x)] ** 2))
 
 
 def main(argv=None):

@@ -280,7 +280,7 @@ def bench_ftcjax_batched(ftc, cfg, wl, name, sizes, peak, *, mem_model):
 
 
 def bench_ftcjax_chunk_variant(ftc, cfg, wl, name, sizes, peak):
-    """fit_batch with a larger ``Protocol.chunk`` (lanes vmapped together per device) at the largest B.
+    """fit_batch with a larger ``Protocol.lanes_per_step`` (lanes vmapped together per device) at the largest B.
 
     Not an ftcjax default: a measured proposal for small problems, whose per-lane working set is far
     below a core's cache at the default chunk (see README, "Where the time goes").
@@ -291,11 +291,11 @@ def bench_ftcjax_chunk_variant(ftc, cfg, wl, name, sizes, peak):
     B = max(wl["B"])
     probs_all, _, _ = make_data(1, num=B, K=wl["K"], d=wl["d"], N=wl["N"])
     widths = np.full((B,), wl["m"], np.int32)
-    proto = ftc_protocol(ftc, cfg, wl, chunk=chunk)
-    ftc_fit(ftc, probs_all, widths, ftc_protocol(ftc, cfg, wl, chunk=chunk,
+    proto = ftc_protocol(ftc, cfg, wl, lanes_per_step=chunk)
+    ftc_fit(ftc, probs_all, widths, ftc_protocol(ftc, cfg, wl, lanes_per_step=chunk,
                                                  steps=min(cfg["steps"], proto.segment)))
     t = time_fn(lambda: ftc_fit(ftc, probs_all, widths, proto), warmup=0, reps=2)
-    return [_row(name, f"ftcjax (proposal: chunk={chunk})", B, B, t, sizes=sizes, K=wl["K"],
+    return [_row(name, f"ftcjax (proposal: lanes_per_step={chunk})", B, B, t, sizes=sizes, K=wl["K"],
                  steps=cfg["steps"], peak=peak)]
 
 

@@ -160,8 +160,8 @@ def _evaluate_lane(cfg: StaticConfig, state: _State, lane: _Lanes):
 
 
 def _chunked(cfg: StaticConfig, per_lane, lane_args, *shared):
-    """``per_lane`` over the leading lane axis, ``cfg.chunk`` lanes vmapped at a time (cache-sized)."""
-    return jax.lax.map(lambda xs: per_lane(*xs, *shared), lane_args, batch_size=cfg.chunk)
+    """``per_lane`` over the leading lane axis, ``cfg.lanes_per_step`` lanes vmapped at a time (cache-sized)."""
+    return jax.lax.map(lambda xs: per_lane(*xs, *shared), lane_args, batch_size=cfg.lanes_per_step)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -186,7 +186,7 @@ def validate_widths(widths, protocol: Protocol, bucket: int | None = None) -> No
         raise FTCInputError("widths: empty")
     if w.dtype.kind not in "iu":
         raise FTCInputError(f"widths: {w.tolist()!r} must be integers")
-    lo = networks.min_width(protocol.depth, protocol.split)
+    lo = networks.smallest_valid_width(protocol.depth, protocol.split)
     if w.min() < lo:
         raise FTCInputError(f"widths: {int(w.min())} is below {lo}, the smallest width giving every "
                             f"hidden layer of a depth-{protocol.depth} net a neuron")
@@ -224,7 +224,7 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, bucket: in
     n_dev = len(devices)
     _, K, d = problems.x.shape
     cfg = static_config(protocol, bucket=bucket, in_dim=d, num_samples=K)
-    per = n_dev * cfg.chunk
+    per = n_dev * cfg.lanes_per_step
     Bp = int(math.ceil(max(B, pad_to or 0) / per) * per)
     local = Bp // n_dev
     n_seg = int(math.ceil(protocol.steps / cfg.segment))

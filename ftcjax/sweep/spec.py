@@ -135,7 +135,7 @@ TOP_KEYS = {"name", "description", "seed", "replicates", "grid", "train", "width
 WIDTH_KEYS = {"lower", "upper", "step", "values", "strategy", "report"}
 BATCH_KEYS = {"chunk_size"}
 _POSITIVE_INT = {"depth": 2, "N": 1, "K": 1, "d": 1, "steps": 1, "restarts": 1, "segment": 1,
-                 "lbfgs_memory": 1, "chunk": 1, "unroll": 1}
+                 "lbfgs_memory": 1, "lanes_per_step": 1, "unroll": 1}
 _POSITIVE_FLOAT = {"tol", "learning_rate", "paper_threshold", "rel_eps"}
 _SEED_LIMIT = 2**32
 
@@ -536,9 +536,9 @@ def widths_for_depth(widths: tuple[int, ...], depth: int) -> list[int]:
     One width list serves every depth of a grid, so a 2-layer-friendly lower bound of 1 simply starts
     the 3-layer search at 2.
     """
-    from ftcjax._src.networks import min_width
+    from ftcjax._src.networks import smallest_valid_width
 
-    lo = min_width(depth)
+    lo = smallest_valid_width(depth)
     return [w for w in widths if w >= lo]
 
 

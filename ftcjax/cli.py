@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from ftcjax._src.errors import FTCInputError  # a plain ValueError subclass: imports nothing heavy
+
 __all__ = ["main", "default_spec_path"]
 
 EXIT_BAD_INPUT = 2
@@ -27,8 +29,6 @@ def default_spec_path() -> Path:
 
 
 def _resolve_spec(arg: str | None) -> Path:
-    from ftcjax._src.errors import FTCInputError
-
     if arg is None or arg == "default":
         try:
             return default_spec_path()
@@ -41,6 +41,12 @@ def _resolve_spec(arg: str | None) -> Path:
             if cand.is_file():
                 return cand
     return p
+
+
+def _version() -> str:
+    from ftcjax import __version__  # the package face imports no jax
+
+    return __version__
 
 
 def _formatter(prog):
@@ -60,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
               ftcjax export runs/default --csv -  # one CSV row per instance
               ftcjax report runs/default
             """))
+    p.add_argument("--version", action="version", version=f"ftcjax {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser(
@@ -134,14 +141,12 @@ def _parser() -> argparse.ArgumentParser:
 
     cv = sub.add_parser(
         "convergence", formatter_class=_formatter, add_help=False,
-        help="re-search the same instances with 2x steps and restarts; count widths that moved",
-        description="Convergence check of the measurement: 'double SPEC OUT' writes the spec with twice "
-                    "the steps and restarts (same instances); 'compare DIR_A DIR_B' counts the minimal "
-                    "widths that moved. `ftcjax report DIR` also finds DIR-x2 by itself.",
+        help="convergence checks: re-search the same instances with more budget or new seeds",
+        description="Convergence check of the measurement (see `ftcjax convergence --help`).",
         epilog="examples:\n  ftcjax convergence double sweeps/default.toml runs/default-x2.toml\n"
                "  ftcjax run runs/default-x2.toml --out runs/default-x2\n"
                "  ftcjax convergence compare runs/default runs/default-x2")
-    cv.add_argument("args", nargs=argparse.REMAINDER, help="double SPEC OUT [--only AXIS=V] | compare DIR_A DIR_B [--json]")
+    cv.add_argument("args", nargs=argparse.REMAINDER, help="an action and its arguments (--help lists them)")
 
     f = sub.add_parser("figures", formatter_class=_formatter, help="draw the figures of a run",
                        description="Write every figure the stored results allow (PNG and PDF).",
@@ -158,7 +163,6 @@ def _err(msg: str) -> int:
 
 def _setup_jax(args, out_dir: Path) -> None:
     """Devices, compilation cache: must happen before jax initialises its backends."""
-    from ftcjax._src.errors import FTCInputError
     from ftcjax.sweep.distributed import configure_cpu_devices
 
     if args.cpu_devices is not None and args.cpu_devices < 1:
@@ -279,19 +283,27 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    try:
-        from ftcjax.analysis import report_command
-    except ImportError as e:
-        return _err(f"the analysis package is not available ({e})")
-    return int(report_command(args.dir, fmt=args.format, output=args.output))
+    from ftcjax.analysis import FORMATS, report_text
+
+    if args.format not in FORMATS:
+        raise FTCInputError(f"--format: unknown format {args.format!r}; choose one of {', '.join(FORMATS)}")
+    text = report_text(args.dir, fmt=args.format)
+    if args.output is None or args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+    return 0
 
 
 def _cmd_figures(args) -> int:
-    try:
-        from ftcjax.analysis import figures_command
-    except ImportError as e:
-        return _err(f"the analysis package is not available ({e})")
-    return int(figures_command(args.dir, out=args.out))
+    from ftcjax.analysis.figures import write_all  # imports matplotlib: only for this subcommand
+
+    written = write_all(args.dir, out=args.out)
+    for path in written:
+        print(path)
+    if not written:
+        raise FTCInputError(f"DIR: no figure can be drawn from the results in {args.dir}")
+    return 0
 
 
 def _cmd_convergence(args) -> int:
@@ -300,8 +312,8 @@ def _cmd_convergence(args) -> int:
     return int(convergence_main(args.args or ["--help"]))
 
 
-_COMMANDS = {"convergence": _cmd_convergence, "run": _cmd_run, "validate": _cmd_validate, "status": _cmd_status, "export": _cmd_export,
-             "report": _cmd_report, "figures": _cmd_figures}
+_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "status": _cmd_status, "export": _cmd_export,
+             "report": _cmd_report, "figures": _cmd_figures, "convergence": _cmd_convergence}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,8 +323,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
-    from ftcjax._src.errors import FTCInputError
-
     try:
         return _COMMANDS[args.command](args)
     except FTCInputError as e:

@@ -3,6 +3,7 @@ import csv
 import io
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -11,13 +12,74 @@ from ftcjax.sweep._testing import (DEVICES, TINY_SPEC, cli_args, cli_env, raw_li
                                    results_without_timing, run_cli, shared_cache)
 
 
-@pytest.mark.parametrize("cmd", [[], ["run"], ["status"], ["export"], ["report"], ["figures"], ["validate"]])
+def _every_command():
+    """Every (sub)command path of the one parser, read from the parser itself (none can be forgotten)."""
+    import argparse
+
+    from ftcjax.cli import _parser
+
+    out = []
+
+    def walk(parser, path):
+        out.append(path)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*path, name])
+
+    walk(_parser(), [])
+    return out
+
+
+def test_every_command_is_listed():
+    paths = {" ".join(p) for p in _every_command()}
+    assert {"run", "validate", "status", "export", "report", "figures", "convergence"} <= paths
+
+
+@pytest.mark.parametrize("cmd", _every_command(), ids=lambda c: " ".join(c) or "ftcjax")
 def test_help_has_examples(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([*cmd, "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "example" in out and "ftcjax" in out
+
+
+def test_help_and_version_import_no_jax():
+    # The package face is lazy: `ftcjax --help` / `--version` must not pay for importing jax.
+    code = ("import sys, time, contextlib, io\n"
+            "t = time.perf_counter()\n"
+            "from ftcjax.cli import main\n"
+            "for argv in (['--help'], ['--version'], ['run', '--help']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()) as buf:\n"
+            "        try:\n"
+            "            main(argv)\n"
+            "        except SystemExit as e:\n"
+            "            assert e.code == 0, (argv, e.code)\n"
+            "    assert buf.getvalue(), argv\n"
+            "print(sorted(m for m in sys.modules if m == 'jax' or m.startswith(('jax.', 'matplotlib', 'numpy'))))\n"
+            "print(time.perf_counter() - t)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(),
+                         check=True).stdout.split("\n")
+    assert out[0] == "[]"  # neither jax nor numpy nor matplotlib
+    assert float(out[1]) < 1.0
+
+
+def test_module_entry_points(tmp_path):
+    for mod, needle in (("ftcjax", "COMMAND"), ("ftcjax.analysis", "double")):
+        res = subprocess.run([sys.executable, "-m", mod, "--help"], capture_output=True, text=True, env=cli_env())
+        assert res.returncode == 0 and needle in res.stdout, res.stderr
+    res = subprocess.run([sys.executable, "-m", "ftcjax", "--version"], capture_output=True, text=True,
+                         env=cli_env())
+    assert res.returncode == 0 and res.stdout.startswith("ftcjax 0.")
+
+
+def test_errors_have_one_prefix(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "none")]) == 2
+    assert main(["figures", str(tmp_path / "none")]) == 2
+    assert main(["validate", str(tmp_path / "none.toml")]) == 2
+    errs = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ftcjax: ")]
+    assert len(errs) >= 3 and all(line.startswith("ftcjax: error: ") for line in errs), errs
 
 
 def test_no_command_prints_help(capsys):

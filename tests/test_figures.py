@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from ftcjax.analysis import figures_command
+from ftcjax.cli import main
 from ftcjax.analysis.synthetic import synthetic_records
 
 pytest.importorskip("matplotlib")
@@ -38,14 +38,14 @@ def _run_dir(tmp_path, recs):
 def test_figures_command_writes_png_and_pdf(tmp_path, records, capsys):
     run = _run_dir(tmp_path, records)
     out = tmp_path / "figs"
-    assert figures_command(run, out=str(out)) == 0
+    assert main(["figures", run, "--out", str(out)]) == 0
     printed = capsys.readouterr().out.split()
     for name in ("fig9_paper", "width_vs_N", "width_vs_K", "distribution"):
         png, pdf = out / f"{name}.png", out / f"{name}.pdf"
         assert str(png) in printed and str(pdf) in printed
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
         assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
-    assert figures_command(str(tmp_path / "nope"), out=str(out)) == 2
+    assert main(["figures", str(tmp_path / "nope"), "--out", str(out)]) == 2
 
 
 def _labels(fig):

@@ -329,7 +329,7 @@ def _protocol_lines(rep: Report) -> list:
 def _convergence_lines(rep: Report) -> list:
     if rep.convergence is None:
         return ["convergence: NOT CHECKED for this run. Re-search the same instances with twice the steps "
-                "and restarts (python -m ftcjax.analysis double SPEC DIR-x2.toml [--only AXIS=V]; "
+                "and restarts (ftcjax convergence double SPEC DIR-x2.toml [--only AXIS=V]; "
                 "ftcjax run DIR-x2.toml --out DIR-x2); the report then finds DIR-x2 and counts the widths "
                 "that moved. Until then the widths measure this protocol, not yet capacity."]
     return rep.convergence.summary_lines()

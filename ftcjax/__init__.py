@@ -35,6 +35,8 @@ _PUBLIC = {
     **dict.fromkeys(("AdaptiveRule", "Probe", "SearchOutcome", "Trainability", "WidthResult", "isotonic_fit",
                      "min_width", "min_width_batch", "search_widths", "trainability", "width_grid"),
                     "ftcjax._src.search"),
+    # reading a run directory from Python (orchestration side; imported only when asked for)
+    "load_run": "ftcjax.sweep.results",
 }
 # The theory side (numpy + fractions, no jax needed): explicit constructions and every bound.
 _SUBMODULES = ("bounds", "constructions")

@@ -49,6 +49,20 @@ def _version() -> str:
     return __version__
 
 
+def _load_spec_and_overrides(items: list[str]):
+    """``[SPEC] [KEY=VALUE ...]`` -> the validated spec (SPEC may be left out: the default spec)."""
+    from ftcjax.sweep.spec import load_spec
+
+    items = list(items or [])
+    spec_arg = None
+    if items and not ("=" in items[0] and not Path(items[0]).exists()):
+        spec_arg = items.pop(0)
+    bad = [i for i in items if "=" not in i]
+    if bad:
+        raise FTCInputError(f"SPEC: give one spec file, then KEY=VALUE overrides; {bad[0]!r} is neither")
+    return load_spec(_resolve_spec(spec_arg), overrides=items)
+
+
 def _formatter(prog):
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
@@ -77,10 +91,14 @@ def _parser() -> argparse.ArgumentParser:
             examples:
               ftcjax run                                  # sweeps/default.toml -> runs/default
               ftcjax run sweeps/my.toml --out runs/my     # kill it any time; rerun to resume
+              ftcjax run default train.steps=500 grid.N=[1,2,4] --out runs/quick
+              ftcjax run my.toml grid.N=[1,2,4,8,16,32]   # grow a finished run: only new instances run
               ftcjax run my.toml --shard 3/16             # SLURM array task 3 of 16 (same --out for all)
               srun -n 4 ftcjax run my.toml --out /shared/runs/my   # jax.distributed, auto-detected
             """))
-    r.add_argument("spec", nargs="?", metavar="SPEC", help="TOML sweep spec (default: the shipped default.toml)")
+    r.add_argument("spec", nargs="*", metavar="SPEC [KEY=VALUE ...]",
+                   help="TOML sweep spec (default: the shipped default.toml), then overrides such as "
+                        "train.steps=500 grid.N=[1,2,4] (validated like the file, recorded in DIR)")
     r.add_argument("--out", metavar="DIR", help="run directory (default: runs/<spec name>)")
     r.add_argument("--shard", metavar="I/N", default="0/1",
                    help="run only shard I of N (chunks c with c %% N == I); shards share --out")
@@ -112,9 +130,13 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", formatter_class=_formatter, help="check a spec and print its plan",
                        description="Validate a sweep spec (every problem reported at once) and print its "
-                                   "hash, cells, instances and chunks, without running anything.",
-                       epilog="example:\n  ftcjax validate sweeps/default.toml")
-    v.add_argument("spec", nargs="?", metavar="SPEC")
+                                   "hash, cells, instances, chunks, the effective protocol with every "
+                                   "default filled in, and an estimated cost, without running anything.",
+                       epilog="examples:\n  ftcjax validate sweeps/default.toml\n"
+                              "  ftcjax validate default train.steps=500")
+    v.add_argument("spec", nargs="*", metavar="SPEC [KEY=VALUE ...]", help="spec file and overrides, as for run")
+    v.add_argument("--out", metavar="DIR",
+                   help="run directory whose measured throughput prices the estimate (default runs/<name>)")
 
     s = sub.add_parser("status", formatter_class=_formatter, help="progress and results of a run directory",
                        description="Done / pending / censored counts, throughput and a per-cell table of "
@@ -134,9 +156,10 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", formatter_class=_formatter, help="exponent fits and tables of a run",
                         description="Fit log m* on log N per group, with bootstrap intervals and censoring "
                                     "counts, beside the theory.",
-                        epilog="example:\n  ftcjax report runs/default --format markdown --output report.md")
-    rp.add_argument("dir", metavar="DIR")
-    rp.add_argument("--format", default="table", help="table, markdown or csv (default table)")
+                        epilog="examples:\n  ftcjax report runs/default --format markdown --output report.md\n"
+                               "  ftcjax report runs/a runs/b --format json   # two runs merged")
+    rp.add_argument("dir", nargs="+", metavar="DIR", help="run directories (several are merged)")
+    rp.add_argument("--format", default="table", help="table, markdown, csv or json (default table)")
     rp.add_argument("--output", metavar="PATH", help="write here instead of stdout")
 
     cv = sub.add_parser(
@@ -151,8 +174,8 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("figures", formatter_class=_formatter, help="draw the figures of a run",
                        description="Write every figure the stored results allow (PNG and PDF).",
                        epilog="example:\n  ftcjax figures runs/default --out figs/")
-    f.add_argument("dir", metavar="DIR")
-    f.add_argument("--out", metavar="DIR", help="output folder (default DIR/figures)")
+    f.add_argument("dir", nargs="+", metavar="DIR", help="run directories (several are merged)")
+    f.add_argument("--out", metavar="DIR", help="output folder (default DIR/figures of the first DIR)")
     return p
 
 
@@ -179,7 +202,7 @@ def _cmd_run(args) -> int:
     from ftcjax.sweep.spec import load_spec
 
     shard = parse_shard(args.shard)
-    spec = load_spec(_resolve_spec(args.spec))  # validation before any work
+    spec = _load_spec_and_overrides(args.spec)  # validation before any work
     out_dir = Path(args.out) if args.out else Path("runs") / spec.name
     from ftcjax.sweep.store import RunDir
 
@@ -240,22 +263,49 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    from ftcjax.sweep.plan import make_plan
-    from ftcjax.sweep.spec import load_spec
+    from ftcjax.sweep.plan import cost_estimate, make_plan
+    from ftcjax.sweep.spec import canonical_dict
 
-    spec = load_spec(_resolve_spec(args.spec))
+    spec = _load_spec_and_overrides(args.spec)
     plan = make_plan(spec)
-    varying = {a: list(v) for a, v in spec.axes if len(v) > 1}
     print(f"spec {spec.name!r} is valid; hash {spec.hash}")
+    if spec.overrides:
+        print(f"overrides: {' '.join(spec.overrides)}")
     print(f"cells {len(spec.cells())} x replicates {spec.replicates} = {spec.num_instances} instances "
           f"in {len(plan)} chunks of up to {spec.chunk_size}")
-    for a, v in varying.items():
-        print(f"  {a}: {v}")
     w = list(spec.widths)
     steps = {b - a for a, b in zip(w, w[1:])}
     shown = f"{w[0]}..{w[-1]} step {steps.pop()}" if len(w) > 3 and len(steps) == 1 else str(w)
     print(f"widths {shown} ({len(w)} candidates, {spec.strategy})")
+    canon = canonical_dict(spec)
+    print("effective settings (every default filled in; a list is an axis of the grid):")
+    for table in ("grid", "train"):
+        parts = [f"{k} = {_toml_value(v[0] if len(v) == 1 else v)}" for k, v in canon[table].items()]
+        print(textwrap.fill(", ".join(parts), width=100, initial_indent=f"  [{table}] ",
+                            subsequent_indent=" " * (len(table) + 5)))
+    out_dir = Path(args.out) if args.out else Path("runs") / spec.name
+    cost = cost_estimate(spec, run_dir=out_dir)
+    print(f"estimated cost: up to {cost['trainings']:,} trainings ({spec.num_instances} instances x up to "
+          f"{cost['probes_per_instance']} probes x restarts) of up to {cost['max_steps']:,} steps each")
+    if cost["seconds"] is not None:
+        print(f"  about {_duration(cost['seconds'])} at {cost['seconds_per_training'] * 1e3:.3g} ms per training "
+              f"(measured in {cost['measured_in']}); a first run also compiles each batch group")
+    else:
+        print("  time: no measured throughput yet (it is read from a run directory of this sweep: "
+              "ftcjax validate SPEC --out DIR)")
     return 0
+
+
+def _toml_value(v) -> str:
+    import json
+
+    return json.dumps(v)
+
+
+def _duration(seconds: float) -> str:
+    from ftcjax.sweep.progress import format_duration
+
+    return format_duration(seconds)
 
 
 def _cmd_status(args) -> int:
@@ -287,7 +337,7 @@ def _cmd_report(args) -> int:
 
     if args.format not in FORMATS:
         raise FTCInputError(f"--format: unknown format {args.format!r}; choose one of {', '.join(FORMATS)}")
-    text = report_text(args.dir, fmt=args.format)
+    text = report_text(args.dir if len(args.dir) > 1 else args.dir[0], fmt=args.format)
     if args.output is None or args.output == "-":
         sys.stdout.write(text)
     else:
@@ -298,11 +348,13 @@ def _cmd_report(args) -> int:
 def _cmd_figures(args) -> int:
     from ftcjax.analysis.figures import write_all  # imports matplotlib: only for this subcommand
 
-    written = write_all(args.dir, out=args.out)
+    dirs = args.dir if len(args.dir) > 1 else args.dir[0]
+    out = args.out or str(Path(args.dir[0]) / "figures")
+    written = write_all(dirs, out=out)
     for path in written:
         print(path)
     if not written:
-        raise FTCInputError(f"DIR: no figure can be drawn from the results in {args.dir}")
+        raise FTCInputError(f"DIR: no figure can be drawn from the results in {' '.join(args.dir)}")
     return 0
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ftcjax.cli import main
-from ftcjax.sweep._testing import (DEVICES, TINY_SPEC, cli_args, cli_env, raw_lines, reference_run,
+from sweep_helpers import (DEVICES, TINY_SPEC, cli_args, cli_env, raw_lines, reference_run,
                                    results_without_timing, run_cli, shared_cache)
 
 
@@ -112,6 +112,29 @@ def test_status_and_export_of_a_finished_run(tmp_path_factory, capsys):
         assert int(row["N"]) == rec["cell"]["N"] and int(row["K"]) == rec["cell"]["K"]
 
 
+def test_load_run_matches_the_csv_export(tmp_path_factory, capsys):
+    import ftcjax
+    from ftcjax.sweep.results import _fmt
+
+    ref = reference_run(tmp_path_factory.getbasetemp() / "sweep-reference")
+    assert main(["export", str(ref), "--csv", "-"]) == 0
+    text = capsys.readouterr().out
+    header = text.splitlines()[0].split(",")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    table = ftcjax.load_run(str(ref), frame=False)
+    assert list(table) == header and all(len(v) == len(rows) for v in table.values())
+    assert isinstance(table["probe_widths"][0], list) and isinstance(table["min_width"][0], (int, type(None)))
+    for i, row in enumerate(rows):
+        assert {c: _fmt(table[c][i]) for c in header} == row
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        return
+    df = ftcjax.load_run(ref)
+    assert list(df.columns) == header and len(df) == len(rows)
+    assert df["probe_widths"].iloc[0] == table["probe_widths"][0]
+
+
 def test_shards_cover_the_grid_once_and_match(tmp_path_factory, tmp_path):
     base = tmp_path_factory.getbasetemp() / "sweep-reference"
     ref = reference_run(base)
@@ -163,7 +186,7 @@ def test_two_processes_match_one(tmp_path_factory, tmp_path):
 
 def test_default_spec_resolves_from_any_directory(tmp_path, monkeypatch, capsys):
     from ftcjax.cli import default_spec_path
-    from ftcjax.sweep._testing import REPO
+    from sweep_helpers import REPO
 
     # the packaged copy (what `pip install` ships) is the repo's sweeps/default.toml
     assert default_spec_path().read_text() == (REPO / "sweeps" / "default.toml").read_text()

@@ -27,8 +27,8 @@ def records():
     return recs
 
 
-def _run_dir(tmp_path, recs):
-    d = tmp_path / "run"
+def _run_dir(tmp_path, recs, name="run"):
+    d = tmp_path / name
     (d / "results").mkdir(parents=True)
     with open(d / "results" / "w0.jsonl", "w") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in recs)
@@ -202,3 +202,15 @@ def test_write_default_outputs(tmp_path, records):
     for name in ("report.txt", "report.md", "report.csv"):
         assert os.path.getsize(os.path.join(run, name)) > 500
     assert os.path.getsize(os.path.join(run, "figures", "width_vs_N.pdf")) > 5_000
+
+
+def test_figures_over_two_directories_equal_one_holding_both(tmp_path, records, capsys):
+    half = len(records) // 2
+    both = _run_dir(tmp_path, records, "both")
+    a, b = _run_dir(tmp_path, records[:half], "a"), _run_dir(tmp_path, records[half:], "b")
+    assert main(["figures", both, "--out", str(tmp_path / "f1"), "--format", "png"]) == 0
+    assert main(["figures", a, b, "--out", str(tmp_path / "f2"), "--format", "png"]) == 0
+    one, two = sorted((tmp_path / "f1").iterdir()), sorted((tmp_path / "f2").iterdir())
+    assert [p.name for p in one] == [p.name for p in two] and one
+    for p, q in zip(one, two):
+        assert p.read_bytes() == q.read_bytes(), p.name

@@ -123,6 +123,20 @@ def test_report_command_on_stored_run(tmp_path, records, capsys):
     assert capsys.readouterr().err.startswith("ftcjax: error: ")
 
 
+def test_report_over_two_directories_equals_one_holding_both(tmp_path, records, capsys):
+    half = len(records) // 2
+    both = _write_run(tmp_path, records, "both")
+    a = _write_run(tmp_path, records[:half], "a")
+    b = _write_run(tmp_path, records[half:], "b")
+    overlap = _write_run(tmp_path, records[half - 3:], "b2")  # a record in both directories counts once
+    outs = []
+    for dirs in ([both], [a, b], [a, overlap]):
+        assert main(["report", *dirs, "--format", "json"]) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+    assert outs[0] == outs[1] == outs[2]
+    assert outs[0]["groups"] and {"slope", "flags", "cells"} <= set(outs[0]["groups"][0])
+
+
 def test_convergence_comparison_counts_moved_widths(tmp_path):
     a = synthetic_records(Ns=[10, 40], replicates=4, seed=0)
     b = json.loads(json.dumps(a))

@@ -158,7 +158,11 @@ def _make_random(key, K, d, N, data, labels, frozen, dtype):
     changed = jax.random.permutation(kmask, K) < N
     y_orig = jax.random.uniform(korig, (K,), dtype, -1.0, 1.0)
     if callable(frozen):
-        f_x = jnp.asarray(frozen(x), dtype).reshape(K)
+        out = jnp.asarray(frozen(x))
+        if out.shape not in ((K,), (K, 1)):
+            raise FTCInputError(f"frozen: the callable returned shape {tuple(out.shape)} for x of shape "
+                                f"{tuple(x.shape)}; it must return f(x) of shape ({K},)")
+        f_x = out.astype(dtype).reshape(K)
         fit = jnp.full((), jnp.nan, dtype)  # a user's f was not trained on y_orig
     elif frozen == "interpolant":
         # An ideal pre-trained net interpolating the original labels (one exists by memorisation).
@@ -212,7 +216,18 @@ def make_problem(key, *, K: int, d: int, N, data: str = "gaussian", labels: str 
         jdtype = jnp.dtype(dtype)
         if data in _STRUCTURED:
             return _make_structured(key, int(K), int(d), N, data, jdtype)
-        return _make_random(key, int(K), int(d), N, data, labels, frozen, jdtype)
+        return _check_frozen_output(_make_random(key, int(K), int(d), N, data, labels, frozen, jdtype), frozen)
+
+
+def _check_frozen_output(problem: Problem, frozen) -> Problem:
+    """A user's ``f`` must give finite outputs: NaN would flow through training and read as censored."""
+    if callable(frozen) and not isinstance(problem.f_x, jax.core.Tracer):
+        bad = ~np.isfinite(np.asarray(problem.f_x))
+        if bad.any():
+            idx = np.argwhere(bad)[0]
+            raise FTCInputError(f"frozen: the callable returned a non-finite value {np.asarray(problem.f_x)[tuple(idx)]}"
+                                f" at index {tuple(int(i) for i in idx)}; f(x) must be finite")
+    return problem
 
 
 def make_problems(key, *, num: int, K: int, d: int, N, data: str = "gaussian", labels: str = "uniform",
@@ -223,6 +238,8 @@ def make_problems(key, *, num: int, K: int, d: int, N, data: str = "gaussian", l
     """
     _check_int("num", num, 1)
     validate_problem_args(K=K, d=d, N=N, data=data, labels=labels, frozen=frozen, dtype=dtype)
+    if np.shape(N) not in ((), (num,)):
+        raise FTCInputError(f"N: shape {np.shape(N)} must be a scalar or (num,) = ({num},)")
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num))
     n = np.broadcast_to(np.asarray(N), (num,))
     if data in _STRUCTURED:
@@ -232,11 +249,23 @@ def make_problems(key, *, num: int, K: int, d: int, N, data: str = "gaussian", l
     with jax.enable_x64(dtype == "float64"):
         jdtype = jnp.dtype(dtype)
         make = jax.vmap(lambda k, nn: _make_random(k, int(K), int(d), nn, data, labels, frozen, jdtype))
-        return make(keys, jnp.asarray(n))
+        return _check_frozen_output(make(keys, jnp.asarray(n)), frozen)
 
 
 def stack_problems(problems) -> Problem:
-    """Stack same-shape problems into a batch with a leading axis."""
+    """Stack same-shape problems (one each, ``x (K, d)``) into a batch with a leading axis."""
+    problems = list(problems)
+    if not problems:
+        raise FTCInputError("problems: need at least one problem to stack")
+    for i, p in enumerate(problems):
+        if not isinstance(p, Problem):
+            raise FTCInputError(f"problems[{i}]: expected an ftcjax.Problem, got {type(p).__name__}")
+        if np.ndim(p.x) != 2:
+            raise FTCInputError(f"problems[{i}]: x has shape {tuple(np.shape(p.x))}; stack single problems x (K, d)")
+        if np.shape(p.x) != np.shape(problems[0].x):
+            (k0, d0), (k, d) = np.shape(problems[0].x), np.shape(p.x)
+            raise FTCInputError(f"problems[{i}]: K = {k}, d = {d} differ from problems[0] (K = {k0}, d = {d0}); "
+                                "a batch needs one K and d")
     return jax.tree.map(lambda *a: jnp.stack(a), *problems)
 
 

@@ -43,9 +43,9 @@ def find_convergence_partner(run_dir: str) -> Optional[str]:
     return cand if os.path.isdir(cand) else None
 
 
-def report_text(run_dir: str, *, fmt: str = "table", compare: Optional[str] = None, n_boot: int = 1000,
+def report_text(run_dir, *, fmt: str = "table", compare: Optional[str] = None, n_boot: int = 1000,
                 seed: int = 0) -> str:
-    """The exponent report of a run directory as text (``ftcjax report DIR``).
+    """The exponent report of a run directory, or of several merged, as text (``ftcjax report DIR...``).
 
     ``fmt``: one of :data:`FORMATS`. ``compare``: run directory of the 2x convergence re-search
     (default: the sibling ``DIR-x2`` if it exists).
@@ -58,7 +58,8 @@ def report_text(run_dir: str, *, fmt: str = "table", compare: Optional[str] = No
     if not records:
         raise FTCInputError(f"run_dir: no finished instances in {run_dir!r}")
     comp = None
-    partner = compare if compare is not None else find_convergence_partner(run_dir)
+    single = isinstance(run_dir, (str, os.PathLike))
+    partner = compare if compare is not None else find_convergence_partner(run_dir) if single else None
     if partner is not None:
         comp = compare_runs(run_dir, partner)
     return format_report(build_report(records, n_boot=n_boot, seed=seed, convergence=comp), fmt)

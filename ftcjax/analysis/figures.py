@@ -471,23 +471,33 @@ FIGURES = (("fig9_paper", fig_paper9), ("width_vs_N", fig_width_vs_N), ("width_v
            ("distribution", fig_distribution))
 
 
-def write_all(run_dir: str, *, out: Optional[str] = None, records: Optional[Sequence[dict]] = None) -> list:
+def write_all(run_dir, *, out: Optional[str] = None, records: Optional[Sequence[dict]] = None) -> list:
     """Write every figure the records support as ``<out>/<name>.png`` and ``.pdf``; returns the paths.
 
-    ``out`` defaults to ``<run_dir>/figures``; ``records`` (if given) replaces loading from run_dir.
+    ``run_dir``: one run directory or several (merged). ``out`` defaults to ``<run_dir>/figures`` (of
+    the first); ``records`` (if given) replaces loading from run_dir.
     """
+    dirs = ([] if run_dir is None else [os.fspath(run_dir)] if isinstance(run_dir, (str, os.PathLike))
+            else [os.fspath(d) for d in run_dir])
     if records is None:
-        records = _rec.load_records(run_dir)
+        records = _rec.load_records(dirs if len(dirs) > 1 else dirs[0])
     if not records:
-        raise FTCInputError(f"run_dir: no finished instances in {run_dir!r}")
-    out = out or os.path.join(os.fspath(run_dir), "figures")
+        raise FTCInputError(f"run_dir: no finished instances in {' '.join(dirs)!r}")
+    out = out or os.path.join(dirs[0], "figures")
     os.makedirs(out, exist_ok=True)
     written = []
     constructions = None
-    if run_dir is not None and os.path.isdir(os.fspath(run_dir)):
+    if dirs and all(os.path.isdir(d) for d in dirs):
         from ftcjax.analysis.instances import construction_counts
 
-        constructions = construction_counts(records, os.fspath(run_dir))
+        constructions = {}
+        for d in dirs:  # each directory regenerates its own instances from its own seed
+            mine = _rec.load_records(d) if len(dirs) > 1 else records
+            counts = construction_counts(mine, d)
+            if counts is None:
+                constructions = None
+                break
+            constructions.update(counts)
     for name, fn in FIGURES:
         fig = fn(records, constructions=constructions) if fn is fig_width_vs_N else fn(records)
         if fig is None:

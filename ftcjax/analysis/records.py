@@ -20,11 +20,19 @@ __all__ = ["load_records", "group_records", "search_rule_of", "InstanceArrays", 
            "protocol_summary", "width_from_probes", "width_interval"]
 
 
-def load_records(run_dir: str) -> list:
-    """All instance records of a run directory (read with the sweep store's loader).
+def load_records(run_dir) -> list:
+    """All instance records of a run directory, or of several merged (read with the store's loader).
 
-    Raises FTCInputError when run_dir does not exist.
+    Several directories: records of the same sweep (spec hash) and instance are counted once, so a
+    directory and a copy of part of it merge to the directory itself.
+    Raises FTCInputError when a run_dir does not exist.
     """
+    if not isinstance(run_dir, (str, os.PathLike)):
+        merged: dict = {}
+        for one in run_dir:
+            for rec in load_records(one):
+                merged.setdefault((rec.get("spec_hash"), rec.get("instance_id")), rec)
+        return list(merged.values())
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
         raise FTCInputError(f"run_dir: {run_dir!r} is not a directory")

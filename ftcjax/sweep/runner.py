@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ftcjax.sweep.plan import Chunk, instance_keys, make_plan, shard_chunks
-from ftcjax.sweep.spec import SweepSpec, protocol_for_cell, spec_hash, widths_for_depth
-from ftcjax.sweep.store import RunDir, environment
+from ftcjax.sweep.environment import environment
+from ftcjax.sweep.plan import Chunk, make_plan, shard_chunks
+from ftcjax.sweep.record import make_record
+from ftcjax.sweep.spec import SweepSpec, spec_hash
+from ftcjax.sweep.store import RunDir
 
 __all__ = ["RunSummary", "run_chunk", "run_sweep", "writer_name", "pending_chunks"]
 
@@ -26,53 +28,38 @@ def writer_name(index: int, count: int) -> str:
     return f"shard-{index:04d}-of-{count:04d}"
 
 
-def _make_problems(chunk: Chunk, problem_keys):
-    """Problems of a chunk, stacked: ``x (B, K, d)``, the rest ``(B, K)``.
-
-    Each problem is drawn from its own key alone (one ``make_problem`` call per instance), so a problem
-    never depends on which other instances share its chunk.
-    """
-    from ftcjax._src.problems import make_problem, stack_problems
-
-    g = chunk.group
-    probs = [make_problem(problem_keys[i], K=g["K"], d=g["d"], N=inst.cell["N"], data=g["data"],
-                          labels=g["labels"], frozen=g["frozen"], dtype=g.get("dtype", "float64"))
-             for i, inst in enumerate(chunk.instances)]
-    return stack_problems(probs)
-
-
-def run_chunk(spec: SweepSpec, chunk: Chunk, *, spec_hash_: str | None = None) -> list[dict[str, Any]]:
+def run_chunk(spec: SweepSpec, chunk: Chunk, *, spec_hash_: str | None = None,
+              only: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Compute the records of one chunk (pure function of the spec and the chunk; no I/O).
 
+    ``only``: instance ids to compute (default all); the others are left out of the batch. A lane's
+    result does not depend on the other lanes of its batch (``ftcjax._src.fit``), so the remainder of
+    a chunk computes the same bits as the whole chunk.
+
     Returns:
-      One record per instance: ``WidthResult.to_dict()`` plus ``spec_hash``, ``instance_id``,
-      ``cell`` (every axis), ``replicate``, ``protocol`` (every training choice) and ``chunk``.
+      One :mod:`ftcjax.sweep.record` per computed instance, in chunk order.
     """
     import jax
 
-    from ftcjax._src.search import min_width_batch
+    from ftcjax import min_width_batch
+    from ftcjax.sweep.cells import kernel_inputs
 
     h = spec_hash_ or spec_hash(spec)
-    protocol = protocol_for_cell(chunk.group | {"N": 0})
-    widths = widths_for_depth(spec.widths, protocol.depth)
-    problem_keys, train_keys = instance_keys(spec.seed, chunk.instances)
-    problems = _make_problems(chunk, problem_keys)
-    results = min_width_batch(problems, keys=train_keys, protocol=protocol, widths=widths,
-                              strategy=spec.strategy, report=spec.report)
+    instances = [i for i in chunk.instances if only is None or i.id in only]
+    if not instances:
+        return []
+    inp = kernel_inputs(spec.seed, instances, widths=spec.widths, strategy=spec.strategy)
+    results = min_width_batch(inp.problems, keys=inp.train_keys, protocol=inp.protocol, widths=inp.widths,
+                              strategy=inp.strategy, report=spec.report)
     results = jax.device_get(results)
-    proto = protocol.to_dict()
-    records = []
-    for inst, res in zip(chunk.instances, results):
-        rec = res.to_dict()
-        rec.update(spec_hash=h, instance_id=inst.id, cell=dict(inst.cell), replicate=inst.replicate,
-                   protocol=proto, chunk=chunk.index)
-        records.append(rec)
-    return records
+    proto = inp.protocol.to_dict()
+    return [make_record(res.to_dict(), spec_hash=h, instance_id=inst.id, cell=inst.cell,
+                        replicate=inst.replicate, protocol=proto, chunk=chunk.key)
+            for inst, res in zip(instances, results)]
 
 
 def pending_chunks(chunks: Sequence[Chunk], done_ids) -> list[Chunk]:
-    """Chunks with at least one instance not yet stored (a partly stored chunk is recomputed whole:
-    its layout, hence its bits, must stay the one the plan fixed)."""
+    """Chunks with at least one instance not yet stored (only those instances are computed)."""
     return [c for c in chunks if any(i not in done_ids for i in c.ids)]
 
 
@@ -112,7 +99,9 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, shard_index: int = 0, sha
     manifest = run_dir.prepare(spec, env)
     h = manifest["spec_hash"]
     name = writer_name(shard_index, shard_count)
-    run_dir.record_environment(name, env)
+    # The env record doubles as the writer's liveness record: pid + host (ftcjax status checks that the
+    # process still exists) and a heartbeat refreshed after every chunk (for writers on other hosts).
+    run_dir.record_environment(name, dict(env, state="running", heartbeat=time.time()))
 
     plan = make_plan(spec)
     mine = shard_chunks(plan, shard_index, shard_count)
@@ -128,20 +117,22 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, shard_index: int = 0, sha
     with run_dir.writer(name) as w:
         for chunk in todo:
             tc = time.perf_counter()
-            records = run_chunk(spec, chunk, spec_hash_=h)
+            todo_ids = [i for i in chunk.ids if i not in done]
+            fresh = run_chunk(spec, chunk, spec_hash_=h, only=todo_ids)
             seconds = time.perf_counter() - tc
             finished = time.time()
-            fresh = [r for r in records if r["instance_id"] not in done]
             for r in fresh:
                 # Bookkeeping kept apart from the results, so results compare bit for bit across runs.
                 r["timing"] = {"writer": name, "chunk_seconds": seconds, "finished_at": finished,
-                               "chunk_size": len(chunk)}
+                               "chunk_size": len(chunk), "computed": len(fresh)}
             written += w.append(fresh)
             done.update(r["instance_id"] for r in fresh)
             if on_chunk is not None:
                 on_chunk(chunk, fresh)
+            run_dir.record_environment(name, dict(env, state="running", heartbeat=time.time()))
             if progress is not None:
-                progress.update(len(chunk), seconds)
+                progress.update(len(fresh), seconds)
+    run_dir.record_environment(name, dict(env, state="finished", heartbeat=time.time()))
     if progress is not None:
         progress.finish()
     return RunSummary(run_dir=run_dir.root, writer=name, chunks_total=len(plan), chunks_owned=len(mine),

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ftcjax._src.errors import FTCInputError
-from ftcjax.sweep.spec import SweepSpec, canonical_dict, diff_specs, spec_from_dict, spec_hash
+from ftcjax.sweep.record import upgrade
+from ftcjax.sweep.spec import SweepSpec, canonical_dict, diff_specs, growth_problems, spec_from_dict, spec_hash
 
 __all__ = [
     "RunDir",
@@ -47,7 +48,6 @@ __all__ = [
     "LoadedResults",
     "SpecMismatchError",
     "load_results",
-    "environment",
     "MANIFEST",
 ]
 
@@ -91,45 +91,6 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
     _fsync_dir(path.parent)
 
 
-def environment() -> dict[str, Any]:
-    """Versions, backend, devices and numerics settings of this process (initialises jax)."""
-    import importlib.metadata as md
-
-    import jax
-
-    def version(pkg: str) -> str | None:
-        try:
-            return md.version(pkg)
-        except md.PackageNotFoundError:
-            return None
-
-    devices = jax.local_devices()
-    import ftcjax
-
-    return {
-        "ftcjax": version("ftcjax") or getattr(ftcjax, "__version__", None),
-        "jax": jax.__version__,
-        "jaxlib": version("jaxlib"),
-        "optax": version("optax"),
-        "numpy": version("numpy"),
-        "python": __import__("platform").python_version(),
-        "backend": jax.default_backend(),
-        "device_kind": devices[0].device_kind if devices else None,
-        "local_device_count": len(devices),
-        "process_index": jax.process_index(),
-        "process_count": jax.process_count(),
-        # Global defaults only: the kernels enable x64 and set the matmul precision per call from the
-        # protocol (recorded in every record's "protocol" and in the manifest's "numerics").
-        "x64_default": bool(jax.config.jax_enable_x64),
-        "matmul_precision_default": str(jax.config.jax_default_matmul_precision),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
-        "hostname": socket.gethostname(),
-        "pid": os.getpid(),
-        "time": time.time(),
-    }
-
-
 class RunDir:
     """A run directory: manifest handling, writers, loading (all paths under ``root``)."""
 
@@ -164,8 +125,8 @@ class RunDir:
         m = self.read_manifest()
         spec = spec_from_dict(m["spec"], text=m.get("spec_text", ""), source=str(self.manifest_path),
                               default_name=m.get("name", "sweep"))
-        return dataclasses.replace(spec, name=m.get("name", spec.name),
-                                   description=m.get("description", ""))
+        return dataclasses.replace(spec, name=m.get("name", spec.name), description=m.get("description", ""),
+                                   overrides=tuple(m.get("overrides", ())))
 
     def prepare(self, spec: SweepSpec, env: dict[str, Any] | None = None) -> dict[str, Any]:
         """Create the directory for ``spec`` or check that it already holds the same sweep.
@@ -186,6 +147,7 @@ class RunDir:
             "spec_hash": spec_hash(canon),
             "spec": canon,
             "spec_text": spec.text,
+            "overrides": list(spec.overrides),
             "num_instances": spec.num_instances,
             "created": time.time(),
             "environment": env or {},
@@ -207,24 +169,42 @@ class RunDir:
             finally:
                 tmp.unlink(missing_ok=True)
             if created:
-                (self.root / "spec.toml").write_text(spec.text, encoding="utf-8")
+                self._write_spec_text(spec)
                 _fsync_dir(self.root)
                 return manifest
-        existing = self.read_manifest()
-        if existing.get("spec_hash") != manifest["spec_hash"]:
-            diffs = diff_specs(existing.get("spec", {}), canon) or [
-                f"spec_hash: {existing.get('spec_hash')} in the run directory, {manifest['spec_hash']} now"]
-            raise SpecMismatchError(self.root, diffs)
+        existing = self.check(spec)
+        if existing.get("spec") != canon:
+            # The spec grows the run (more axis values or replicates): the manifest describes the grown
+            # sweep from now on; the records already stored stay valid (same spec hash).
+            grown = dict(manifest, created=existing.get("created"), environment=existing.get("environment", {}),
+                         grown_from=[*existing.get("grown_from", []), existing.get("spec")])
+            _atomic_write_json(self.manifest_path, grown)
+            self._write_spec_text(spec)
+            return grown
         return existing
 
-    def check(self, spec: SweepSpec) -> None:
-        """Refuse early (before any device work) if the directory holds another sweep."""
-        if self.exists():
-            existing = self.read_manifest()
-            canon = canonical_dict(spec)
-            if existing.get("spec_hash") != spec_hash(canon):
-                raise SpecMismatchError(self.root, diff_specs(existing.get("spec", {}), canon) or [
-                    f"spec_hash: {existing.get('spec_hash')} in the run directory, {spec_hash(canon)} now"])
+    def _write_spec_text(self, spec: SweepSpec) -> None:
+        text = spec.text
+        if spec.overrides:
+            text += ("\n# overrides given on the command line (applied on top of the text above):\n"
+                     + "".join(f"#   {o}\n" for o in spec.overrides))
+        (self.root / "spec.toml").write_text(text, encoding="utf-8")
+
+    def check(self, spec: SweepSpec) -> dict[str, Any]:
+        """Refuse early (before any device work) if the directory holds a sweep ``spec`` cannot continue.
+
+        ``spec`` may grow the stored sweep (see :func:`ftcjax.sweep.spec.growth_problems`). Returns the
+        existing manifest ({} for a new directory).
+        """
+        if not self.exists():
+            return {}
+        existing = self.read_manifest()
+        canon = canonical_dict(spec)
+        problems = growth_problems(existing.get("spec", {}), canon) if "spec" in existing else []
+        if existing.get("spec_hash") != spec_hash(canon) or problems:
+            raise SpecMismatchError(self.root, problems or diff_specs(existing.get("spec", {}), canon) or [
+                f"spec_hash: {existing.get('spec_hash')} in the run directory, {spec_hash(canon)} now"])
+        return existing
 
     def record_environment(self, writer: str, env: dict[str, Any]) -> None:
         d = self.root / "env"
@@ -363,7 +343,18 @@ def _iter_lines(path: Path) -> Iterator[tuple[bytes, bool]]:
 
 
 def load_results(paths: Iterable[Path], *, spec_hash_: str | None = None) -> LoadedResults:
-    """Read every shard; tolerate torn last lines; dedupe by ``instance_id``."""
+    """Read every shard; tolerate torn last lines; dedupe by ``instance_id``.
+
+    ``paths``: shard files, or one run directory (its ``results/*.jsonl``) or one shard file.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        one = Path(paths)
+        if one.is_dir():
+            paths = RunDir(one).shard_paths() if (one / MANIFEST).exists() else sorted(one.glob("*.jsonl"))
+        elif one.is_file():
+            paths = [one]
+        else:
+            raise FTCInputError(f"paths: {str(one)!r} is neither a run directory nor a shard file")
     out = LoadedResults(records={})
     for path in paths:
         n = 0
@@ -385,6 +376,10 @@ def load_results(paths: Iterable[Path], *, spec_hash_: str | None = None) -> Loa
             if not complete:  # parsed but no newline yet: a write in progress; the writer repairs it
                 out.torn += 1
                 continue
+            if not isinstance(rec, dict):
+                out.corrupt += 1
+                continue
+            rec = upgrade(rec, source=str(path))  # older schemas read, newer ones refused by name
             if spec_hash_ is not None and rec.get("spec_hash") != spec_hash_:
                 out.corrupt += 1
                 continue

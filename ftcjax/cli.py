@@ -172,10 +172,17 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("args", nargs=argparse.REMAINDER, help="an action and its arguments (--help lists them)")
 
     f = sub.add_parser("figures", formatter_class=_formatter, help="draw the figures of a run",
-                       description="Write every figure the stored results allow (PNG and PDF).",
-                       epilog="example:\n  ftcjax figures runs/default --out figs/")
+                       description="Write every figure the stored results allow (PNG and PDF by default).",
+                       epilog="examples:\n  ftcjax figures runs/default --out figs/\n"
+                              "  ftcjax figures runs/a runs/b --groups depth=3 --no-caption --format pdf --size 7,4")
     f.add_argument("dir", nargs="+", metavar="DIR", help="run directories (several are merged)")
     f.add_argument("--out", metavar="DIR", help="output folder (default DIR/figures of the first DIR)")
+    f.add_argument("--groups", action="append", default=[], metavar="AXIS=V1,V2",
+                   help="draw only these axis values (repeatable), e.g. --groups d=2,10 --groups depth=3")
+    f.add_argument("--no-caption", action="store_true", help="leave out the protocol line under each figure")
+    f.add_argument("--format", default="png,pdf", metavar="FMT[,FMT]", help="png, pdf and/or svg (default png,pdf)")
+    f.add_argument("--size", metavar="W,H", help="figure size in inches for every figure, e.g. 7,4")
+    f.add_argument("--dpi", type=int, default=130, help="resolution of raster formats (default 130)")
     return p
 
 
@@ -346,11 +353,26 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_figures(args) -> int:
+    from ftcjax.analysis.convergence import parse_subset
     from ftcjax.analysis.figures import write_all  # imports matplotlib: only for this subcommand
 
+    size = None
+    if args.size:
+        try:
+            size = tuple(float(v) for v in args.size.split(","))
+        except ValueError:
+            raise FTCInputError(f"--size: {args.size!r} must be WIDTH,HEIGHT in inches, e.g. 7,4") from None
+    if args.dpi < 10:
+        raise FTCInputError(f"--dpi: {args.dpi} must be at least 10")
+    for item in args.groups:
+        if "=" not in item:
+            raise FTCInputError(f"--groups: {item!r} must look like AXIS=V1,V2")
+    groups = parse_subset(args.groups)
     dirs = args.dir if len(args.dir) > 1 else args.dir[0]
     out = args.out or str(Path(args.dir[0]) / "figures")
-    written = write_all(dirs, out=out)
+    written = write_all(dirs, out=out, groups=groups, caption=not args.no_caption,
+                        formats=tuple(f.strip() for f in args.format.split(",") if f.strip()), size=size,
+                        dpi=args.dpi)
     for path in written:
         print(path)
     if not written:

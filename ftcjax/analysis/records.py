@@ -120,10 +120,13 @@ def width_from_probes(rec: dict, criterion: str) -> tuple:
     Returns (width or None, censored, trivial). Exact only when the probes cover every candidate
     width (grid strategy); for a bisection the probes of another criterion are a subset, and the
     smallest passing probe is only an upper bound, so callers use this only for grid records.
-    A probe passes when any restart passes (the search's own rule).
+    A probe passes by the search's own rule: at least ``min_successes`` restarts meet the criterion
+    (:func:`ftcjax.sweep.record.probe_passes`; the record's protocol says how many).
     """
+    from ftcjax.sweep.record import probe_passes
+
     probes = sorted(rec.get("probes", []), key=lambda p: p["width"])
-    passing = [p["width"] for p in probes if any(p.get("passed", {}).get(criterion, []))]
+    passing = [p["width"] for p in probes if probe_passes(rec, p, criterion)]
     if not passing:
         return None, True, False
     w = min(passing)

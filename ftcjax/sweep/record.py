@@ -40,6 +40,8 @@ __all__ = [
     "is_censored",
     "is_trivial",
     "cell",
+    "min_successes",
+    "probe_passes",
 ]
 
 SCHEMA_VERSION = 2
@@ -127,6 +129,21 @@ def is_censored(rec: Mapping[str, Any]) -> bool:
 def is_trivial(rec: Mapping[str, Any]) -> bool:
     """True when ``g = 0`` already met the decision criterion (the width says nothing)."""
     return bool(rec.get("trivial", False))
+
+
+def min_successes(rec: Mapping[str, Any]) -> int:
+    """Restarts that must meet a criterion for a probe to succeed: the search's own rule,
+    ``max(1, ceil(success_fraction * restarts))`` with the record's protocol."""
+    import math
+
+    proto = rec.get("protocol") or {}
+    restarts = int(proto.get("restarts") or max((p.get("restarts", 1) for p in rec.get("probes", [])), default=1))
+    return max(1, math.ceil(float(proto.get("success_fraction", 0.0)) * restarts))
+
+
+def probe_passes(rec: Mapping[str, Any], probe: Mapping[str, Any], criterion: str) -> bool:
+    """Whether ``probe`` of ``rec`` succeeds under ``criterion`` by the search's rule (not 'any restart')."""
+    return sum(bool(v) for v in probe.get("passed", {}).get(criterion, [])) >= min_successes(rec)
 
 
 def cell(rec: Mapping[str, Any]) -> dict[str, Any]:

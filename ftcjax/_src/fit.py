@@ -195,7 +195,7 @@ def validate_widths(widths, protocol: Protocol, bucket: int | None = None) -> No
 
 
 def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, bucket: int | None = None,
-              devices=None, pad_to: int | None = None) -> FitResult:
+              devices=None, pad_to: int | None = None, on_segment=None) -> FitResult:
     """Train one ``g`` per lane and judge it by every criterion.
 
     Args:
@@ -207,6 +207,9 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, bucket: in
       bucket: padded width (default ``max(widths)``); lanes of one bucket share one compiled kernel.
       devices: devices to split the lanes over (default all local devices).
       pad_to: pad the lane count up to at least this (fewer distinct shapes: fewer compilations).
+      on_segment: optional ``on_segment(kernel, args)``, called before every segment on every device
+        with the jitted per-segment program and its arguments (``kernel.lower(*args)`` works): for
+        profiling and memory analysis without reaching into private names.
     Returns:
       :class:`FitResult` with leading axis ``(B,)``.
     """
@@ -244,7 +247,10 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, bucket: in
             mine = jax.device_put(jax.tree.map(lambda a: a[k * local:(k + 1) * local], lanes), devices[k])
             state = _init_kernel(cfg, mine)
             for s in range(n_seg):
-                state = _segment_kernel(cfg, state, mine, jnp.int32(s * cfg.segment))
+                args = (cfg, state, mine, jnp.int32(s * cfg.segment))
+                if on_segment is not None:
+                    on_segment(_segment_kernel, args)
+                state = _segment_kernel(*args)
                 if s + 1 < n_seg and bool(jnp.all(state.done | ~mine.live)):
                     break  # every lane here has succeeded: the rest of the budget changes nothing
             return jax.device_get((_evaluate_kernel(cfg, state, mine), state.params))

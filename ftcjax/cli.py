@@ -229,7 +229,8 @@ def _cmd_run(args) -> int:
                                                  args.process_id))
     index, count = writer_share(shard, process)
 
-    from ftcjax.sweep.progress import Progress, format_table
+    from ftcjax.sweep.progress import Progress
+    from ftcjax.sweep.results import format_table
     from ftcjax.sweep.results import status
     from ftcjax.sweep.runner import run_sweep, writer_name
 

@@ -212,6 +212,34 @@ def test_progress_bar_and_log_lines():
     assert "resuming with 1 done" in lines[0] and "chunks 4/4 (100%)" in lines[1] and "inst/s" in lines[1]
 
 
+def test_progress_fits_narrow_terminals_says_compiling_and_ticks():
+    import time
+
+    from ftcjax.sweep.progress import Progress
+
+    for cols in (30, 50, 75, 120):
+        out = io.StringIO()
+        p = Progress(out, tty=True, interval=3600)
+        p.columns = lambda cols=cols: cols
+        p.tick = 0.02
+        p.start(3, 30, 0, 0)
+        p.begin_chunk(compiling=True, group="depth=3")
+        time.sleep(0.15)  # no chunk finishes: the elapsed time must still be redrawn
+        p.update(10, 0.1)
+        p.begin_chunk(compiling=False)
+        p.update(10, 0.1)
+        p.finish()
+        frames = [f.replace("\033[K", "") for f in out.getvalue().replace("\n", "\r").split("\r") if f]
+        assert all(len(f) < cols for f in frames), (cols, max(frames, key=len))
+        assert any("compiling" in f for f in frames) or cols < 60  # narrow: the tail is cut, not wrapped
+        assert sum("elapsed" in f for f in frames) >= 4 or cols < 50  # ticked while the chunk ran
+    log = io.StringIO()
+    p = Progress(log, tty=False, interval=3600)
+    p.start(2, 4, 0, 0)
+    p.begin_chunk(compiling=True, group="depth=2")
+    assert "compiling kernels for depth=2" in log.getvalue()
+
+
 def test_shard_and_distributed_options():
     from ftcjax._src.errors import FTCInputError
     from ftcjax.sweep.distributed import DistributedConfig, maybe_initialize, parse_shard, writer_share

@@ -11,14 +11,14 @@ import json
 import statistics
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Iterable, TextIO
 
 from ftcjax.sweep.plan import make_plan
-from ftcjax.sweep.progress import format_duration, format_table, summary_rows
+from ftcjax.sweep.progress import format_duration
 from ftcjax.sweep.store import RunDir
 
 __all__ = ["status", "format_status", "export_rows", "instance_rows", "load_run", "write_csv", "varying_axes",
-           "CSV_COLUMNS", "status_json", "writer_states"]
+           "CSV_COLUMNS", "status_json", "writer_states", "summary_rows", "format_table"]
 
 
 def varying_axes(spec) -> list[str]:
@@ -286,3 +286,58 @@ def write_csv(run_dir: str | Path, out: TextIO) -> int:
 def status_json(run_dir: str | Path) -> str:
     st = status(run_dir)
     return json.dumps(st, indent=2, default=str)
+
+
+def _median(recs: list[dict[str, Any]]):
+    """The one definition of a cell's median width (ftcjax.analysis.stats.median_width)."""
+    from ftcjax.analysis.stats import median_width
+
+    return median_width([r.get("min_width") for r in recs], censored=[bool(r.get("censored")) for r in recs],
+                        trivial=[bool(r.get("trivial")) for r in recs])
+
+
+def summary_rows(records: Iterable[dict[str, Any]], varying: list[str]) -> list[dict[str, Any]]:
+    """One row per cell (over the ``varying`` axes): counts and min-width statistics.
+
+    Censored instances are counted, never averaged in (their width is only a lower bound).
+    """
+    cells: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        key = tuple(r["cell"].get(a) for a in varying)
+        cells.setdefault(key, []).append(r)
+    rows = []
+    for key in sorted(cells, key=lambda k: tuple((str(type(v)), v) for v in k)):
+        recs = cells[key]
+        widths = [r["min_width"] for r in recs if not r.get("censored") and r.get("min_width") is not None]
+        row = dict(zip(varying, key))
+        row.update(
+            n=len(recs),
+            censored=sum(1 for r in recs if r.get("censored")),
+            trivial=sum(1 for r in recs if r.get("trivial")),
+            median=_median(recs),
+            min=min(widths) if widths else None,
+            max=max(widths) if widths else None,
+        )
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """A plain fixed-width text table."""
+    if not rows:
+        return "(no results yet)"
+    columns = columns or list(rows[0])
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:g}"
+        return str(v)
+
+    body = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)

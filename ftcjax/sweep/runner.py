@@ -10,6 +10,7 @@ bits because nothing in a chunk depends on what ran before it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -56,6 +57,12 @@ def run_chunk(spec: SweepSpec, chunk: Chunk, *, spec_hash_: str | None = None,
     return [make_record(res.to_dict(), spec_hash=h, instance_id=inst.id, cell=inst.cell,
                         replicate=inst.replicate, protocol=proto, chunk=chunk.key)
             for inst, res in zip(instances, results)]
+
+
+def _group_text(chunk: Chunk, spec: SweepSpec) -> str:
+    """The axes that tell this chunk's batch group apart from the others (for progress lines)."""
+    varying = [a for a, v in spec.axes if len(v) > 1 and a != "N"]
+    return " ".join(f"{a}={chunk.group[a]}" for a in varying) or "the sweep"
 
 
 def pending_chunks(chunks: Sequence[Chunk], done_ids) -> list[Chunk]:
@@ -114,8 +121,13 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, shard_index: int = 0, sha
     if progress is not None:
         progress.start(len(mine), sum(len(c) for c in mine), skipped, n_done_inst)
     written = 0
+    seen_groups: set[str] = set()
     with run_dir.writer(name) as w:
         for chunk in todo:
+            group = json.dumps(chunk.group, sort_keys=True)
+            if progress is not None and hasattr(progress, "begin_chunk"):
+                progress.begin_chunk(compiling=group not in seen_groups, group=_group_text(chunk, spec))
+            seen_groups.add(group)
             tc = time.perf_counter()
             todo_ids = [i for i in chunk.ids if i not in done]
             fresh = run_chunk(spec, chunk, spec_hash_=h, only=todo_ids)

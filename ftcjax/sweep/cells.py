@@ -14,7 +14,6 @@ means. It imports the public kernel names only (plus the plan's key derivation).
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = [
@@ -128,8 +127,3 @@ def kernel_inputs(seed: int, instances: Sequence, *, widths: Sequence[int], stra
                                for i, inst in enumerate(instances)])
     return KernelInputs(problems=problems, problem_keys=problem_keys, train_keys=train_keys,
                         protocol=protocol, widths=candidate_widths(widths, protocol), strategy=strategy)
-
-
-def is_data_file(value: Any) -> bool:
-    """True when a ``data`` axis value names a file (``*.npz``) rather than a built-in distribution."""
-    return isinstance(value, str) and Path(value).suffix == ".npz"

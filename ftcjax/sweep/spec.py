@@ -401,11 +401,13 @@ def _kernel_message(name: str, value: Any) -> str | None:
     only adds the field path. Values are checked one at a time with neutral companions; combinations
     (N <= K, split vs depth, ...) are checked per cell in :func:`_core_checks`.
     """
-    from ftcjax._src.problems import validate_problem_args
+    from ftcjax._src.problems import is_data_file, load_data_file, validate_problem_args
     from ftcjax._src.protocol import Protocol
 
     try:
-        if name in _PROBLEM_AXES:
+        if name == "data" and is_data_file(value):
+            load_data_file(value)  # the file's own checks; its K and d are checked per cell
+        elif name in _PROBLEM_AXES:
             args: dict[str, Any] = {"K": 1, "d": 1, "N": 0}
             args.update({"K": value, "N": value} if name == "N" else {name: value})
             validate_problem_args(**args)

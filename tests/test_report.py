@@ -258,7 +258,7 @@ def test_heavily_censored_fit_is_marked_unreliable():
 def test_one_median_definition_for_status_report_and_figures():
     from ftcjax.analysis import figures, records as rec_mod, stats
     from ftcjax.analysis.synthetic import synthetic_records
-    from ftcjax.sweep.progress import summary_rows
+    from ftcjax.sweep.results import summary_rows
 
     recs = synthetic_records(Ns=[2], replicates=4, widths=range(1, 49), criterion="strict", seed=0)
     ws = [10, 12, 15, None]

@@ -354,7 +354,7 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_figures(args) -> int:
-    from ftcjax.analysis.convergence import parse_subset
+    from ftcjax.analysis.convergence import _parse_subset as parse_subset
     from ftcjax.analysis.figures import write_all  # imports matplotlib: only for this subcommand
 
     size = None
@@ -393,6 +393,15 @@ _COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "status": _cmd_status, 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ftcjax`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["convergence"]:  # its actions and their options are parsed by the analysis itself
+        import argparse as _ap
+
+        args = _ap.Namespace(command="convergence", args=argv[1:])
+        try:
+            return _cmd_convergence(args)
+        except FTCInputError as e:
+            return _err(str(e))
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -607,8 +607,8 @@ def min_width_batch(problems: Problem, *, keys, protocol: Protocol, widths: Sequ
       report: for ``adaptive``, which width is ``min_width``: ``"typical"`` (w50) or ``"existence"``.
       rule: adaptive-rule parameters (default :class:`AdaptiveRule`()).
       devices: devices to shard lanes over (default all local devices).
-      progress: called after every search round with ``{"round", "instances", "trainings",
-        "trainings_done"}`` (instances probed in that round, trainings in it and so far).
+      progress: called after every search round with ``{"round", "probes", "instances", "trainings",
+        "trainings_done"}`` (probes and distinct instances of that round, trainings in it and so far).
     Returns:
       list of ``n`` :class:`WidthResult`.
     """
@@ -662,12 +662,13 @@ def _reporting(probe: Callable, progress: Callable[[dict], None], restarts: int)
     """``probe`` that calls ``progress`` after each round (one probe call is one search round)."""
     done = {"round": 0, "trainings_done": 0}
 
-    def wrapped(ids, ws):
-        out = probe(ids, ws)
+    def wrapped(ids, ws, *rest):
+        out = probe(ids, ws, *rest)
+        trainings = sum(int(p.restarts) for p in out)
         done["round"] += 1
-        done["trainings_done"] += len(ids) * restarts
-        progress({"round": done["round"], "instances": len(ids), "trainings": len(ids) * restarts,
-                  "trainings_done": done["trainings_done"]})
+        done["trainings_done"] += trainings
+        progress({"round": done["round"], "probes": len(ids), "instances": len(set(np.asarray(ids).tolist())),
+                  "trainings": trainings, "trainings_done": done["trainings_done"]})
         return out
 
     return wrapped

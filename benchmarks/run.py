@@ -66,7 +66,7 @@ FULL = {
     "scale": {"B": 64, "K": [250, 500, 1000, 2000], "m": [12, 24, 48]},
     "W3": {"B": 16, "N": 10, "widths": [4, 8, 12, 16, 20, 24, 28, 32], "restarts": 2, "steps": 1000,
            "criterion": "relative", "rel_eps": 0.05},
-    "sweep": {"override": {}},
+    "sweep": {"override": []},
     "xla_mem_min_B": 16,
     "min_time": 1.5,
 }
@@ -83,7 +83,7 @@ QUICK = {
     "scale": {"B": 8, "K": [100, 200], "m": [12, 24]},
     "W3": {"B": 4, "N": 4, "widths": [4, 8, 12, 16], "restarts": 1, "steps": 40,
            "criterion": "relative", "rel_eps": 0.05},
-    "sweep": {"override": {"steps": 40, "replicates": 1, "N": "[1, 4]"}},
+    "sweep": {"override": ["train.steps=40", "replicates=1", "grid.N=[1, 4]"]},
     "min_time": 0.0,
 }
 
@@ -149,13 +149,14 @@ def ftc_protocol(ftc, cfg, wl, *, steps=None, **over):
     return ftc.Protocol(**kw)
 
 
-def ftc_fit(ftc, probs, widths, protocol, seed=0, bucket=None):
+def ftc_fit(ftc, probs, widths, protocol, seed=0, bucket=None, on_segment=None):
     """One blocking call of ftcjax.fit_batch; returns the FitResult with numpy leaves."""
     import jax
 
     B = probs.x.shape[0]
     keys = jax.random.split(jax.random.key(seed), B)
-    res = ftc.fit_batch(probs, np.asarray(widths, np.int32), keys=keys, protocol=protocol, bucket=bucket)
+    res = ftc.fit_batch(probs, np.asarray(widths, np.int32), keys=keys, protocol=protocol, bucket=bucket,
+                        on_segment=on_segment)
     return jax.tree.map(np.asarray, jax.device_get(res))
 
 
@@ -183,53 +184,31 @@ def _row(workload, impl, B, n, timing, *, sizes, K, steps, peak, extra=None):
 
 
 class SegmentSpy:
-    """Context manager recording the abstract arguments of ftcjax's per-segment kernel.
-
-    Benchmark-only use of one private name (``ftcjax._src.fit._segment_kernel``, the jitted program
-    that runs the whole training): wrapped for the duration of a call, it records the shapes it was
-    called with, so :meth:`memory_analysis` can ask XLA what that program needs. If the name is gone
-    the spy records nothing and the analysis reports why.
-    """
+    """``fit_batch(..., on_segment=spy)`` callback recording the per-segment program and the abstract
+    arguments of its first call, so :meth:`memory_analysis` can ask XLA what that program needs."""
 
     def __init__(self):
         self.captured = None
-        self._orig = None
+        self._kernel = None
 
-    def __enter__(self):
+    def __call__(self, kernel, args):
         import jax
 
-        try:
-            from ftcjax._src import fit as F
-        except ImportError:
-            return self
-        self._F, self._orig = F, getattr(F, "_segment_kernel", None)
-        if self._orig is None:
-            return self
-        orig = self._orig
-
-        def spy(cfg, *args):
-            if self.captured is None:
-                self.captured = (cfg, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args))
-            return orig(cfg, *args)
-
-        F._segment_kernel = spy
-        return self
-
-    def __exit__(self, *exc):
-        if self._orig is not None:
-            self._F._segment_kernel = self._orig
-        return False
+        if self.captured is None:
+            cfg, *rest = args
+            self._kernel = kernel
+            self.captured = (cfg, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tuple(rest)))
 
     def memory_analysis(self) -> dict:
         """XLA's compiled memory analysis (bytes), summed over the devices (one program each)."""
         import jax
 
         if self.captured is None:
-            return {"xla_error": "ftcjax._src.fit._segment_kernel was not called (internals changed?)"}
+            return {"xla_error": "fit_batch never called on_segment (no segment ran)"}
         try:
             cfg, args = self.captured
             with jax.enable_x64(getattr(cfg, "dtype", "float32") == "float64"):
-                ma = self._orig.lower(cfg, *args).compile().memory_analysis()
+                ma = self._kernel.lower(cfg, *args).compile().memory_analysis()
             n_dev = len(jax.local_devices())
             out = {k: n_dev * int(getattr(ma, k)) for k in
                    ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
@@ -250,9 +229,10 @@ def bench_ftcjax_batched(ftc, cfg, wl, name, sizes, peak, *, mem_model):
     for B in wl["B"]:
         probs = _take(probs_all, B)
         widths = np.full((B,), wl["m"], np.int32)
-        with harness.CompileCounter() as cc, SegmentSpy() as spy:
+        spy = SegmentSpy()
+        with harness.CompileCounter() as cc:
             t0 = time.perf_counter()
-            ftc_fit(ftc, probs, widths, warm_proto)  # compiles; a short budget keeps warm-up cheap
+            ftc_fit(ftc, probs, widths, warm_proto, on_segment=spy)  # compiles; a short budget keeps warm-up cheap
             first = time.perf_counter() - t0
         out = {}
 
@@ -280,7 +260,7 @@ def bench_ftcjax_batched(ftc, cfg, wl, name, sizes, peak, *, mem_model):
 
 
 def bench_ftcjax_chunk_variant(ftc, cfg, wl, name, sizes, peak):
-    """fit_batch with a larger ``Protocol.chunk`` (lanes vmapped together per device) at the largest B.
+    """fit_batch with a larger ``Protocol.lanes_per_step`` (lanes vmapped together per device) at the largest B.
 
     Not an ftcjax default: a measured proposal for small problems, whose per-lane working set is far
     below a core's cache at the default chunk (see README, "Where the time goes").
@@ -291,11 +271,11 @@ def bench_ftcjax_chunk_variant(ftc, cfg, wl, name, sizes, peak):
     B = max(wl["B"])
     probs_all, _, _ = make_data(1, num=B, K=wl["K"], d=wl["d"], N=wl["N"])
     widths = np.full((B,), wl["m"], np.int32)
-    proto = ftc_protocol(ftc, cfg, wl, chunk=chunk)
-    ftc_fit(ftc, probs_all, widths, ftc_protocol(ftc, cfg, wl, chunk=chunk,
+    proto = ftc_protocol(ftc, cfg, wl, lanes_per_step=chunk)
+    ftc_fit(ftc, probs_all, widths, ftc_protocol(ftc, cfg, wl, lanes_per_step=chunk,
                                                  steps=min(cfg["steps"], proto.segment)))
     t = time_fn(lambda: ftc_fit(ftc, probs_all, widths, proto), warmup=0, reps=2)
-    return [_row(name, f"ftcjax (proposal: chunk={chunk})", B, B, t, sizes=sizes, K=wl["K"],
+    return [_row(name, f"ftcjax (proposal: lanes_per_step={chunk})", B, B, t, sizes=sizes, K=wl["K"],
                  steps=cfg["steps"], peak=peak)]
 
 
@@ -570,22 +550,19 @@ def bench_sweep(ftc, cfg):
     count per round, the same K, d, depth, dtype and width bucket, full step budget, no early stop)
     would need for the same number of trainings.
     """
-    import re
     import tempfile
 
     import jax
 
     try:
-        import ftcjax.sweep
+        from ftcjax.cli import default_spec_path
+        from ftcjax.sweep.cells import protocol_for_cell
         from ftcjax.sweep.runner import run_sweep
-        from ftcjax.sweep.spec import parse_spec, protocol_for_cell
+        from ftcjax.sweep.spec import load_spec
     except ImportError as e:
         return {"skipped": f"ftcjax.sweep not available ({e})"}
-    text = (Path(ftcjax.sweep.__file__).parent / "default.toml").read_text()
-    sw = cfg["sweep"]
-    for key, val in sw.get("override", {}).items():
-        text = re.sub(rf"(?m)^{key}\s*=\s*[^#\n]*", f"{key} = {val} ", text)
-    spec = parse_spec(text, default_name="default")
+    # the spec API's own overrides (validated like the file), never a regex over the TOML text
+    spec = load_spec(default_spec_path(), overrides=cfg["sweep"].get("override", []))
     runs = []
     for label in ("cold", "warm"):
         # Cold: the first sweep in this process (compiles included). Warm: the same sweep again into
@@ -612,7 +589,8 @@ def bench_sweep(ftc, cfg):
     bucket = max(spec.widths)
     kernel = {}
     for dep, e in by_depth.items():
-        proto = protocol_for_cell({name: vals[0] for name, vals in axes.items()} | {"depth": dep, "N": 0})
+        # the cell -> protocol bridge the runner uses (sweep/cells.py), on the sweep's first cell of this depth
+        proto = protocol_for_cell(next(c for c in spec.cells() if c["depth"] == dep))
         proto = proto.replace(restarts=1, criterion="strict", tol=NEVER_TOL)
         probs = ftc.make_problems(jax.random.key(12), num=lanes, K=K, d=d_in,
                                   N=int(axes["N"][-1]), dtype=proto.dtype)

@@ -14,6 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from ftcjax._src.errors import FTCEnvironmentError, FTCInputError  # plain exceptions: import nothing heavy
+
 __all__ = ["main", "default_spec_path"]
 
 EXIT_BAD_INPUT = 2
@@ -30,8 +32,6 @@ def default_spec_path() -> Path:
 
 
 def _resolve_spec(arg: str | None) -> Path:
-    from ftcjax._src.errors import FTCInputError
-
     if arg is None or arg == "default":
         try:
             return default_spec_path()
@@ -44,6 +44,26 @@ def _resolve_spec(arg: str | None) -> Path:
             if cand.is_file():
                 return cand
     return p
+
+
+def _version() -> str:
+    from ftcjax import __version__  # the package face imports no jax
+
+    return __version__
+
+
+def _load_spec_and_overrides(items: list[str]):
+    """``[SPEC] [KEY=VALUE ...]`` -> the validated spec (SPEC may be left out: the default spec)."""
+    from ftcjax.sweep.spec import load_spec
+
+    items = list(items or [])
+    spec_arg = None
+    if items and not ("=" in items[0] and not Path(items[0]).exists()):
+        spec_arg = items.pop(0)
+    bad = [i for i in items if "=" not in i]
+    if bad:
+        raise FTCInputError(f"SPEC: give one spec file, then KEY=VALUE overrides; {bad[0]!r} is neither")
+    return load_spec(_resolve_spec(spec_arg), overrides=items)
 
 
 def _formatter(prog):
@@ -63,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
               ftcjax export runs/default --csv -  # one CSV row per instance
               ftcjax report runs/default
             """))
+    p.add_argument("--version", action="version", version=f"ftcjax {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser(
@@ -73,10 +94,14 @@ def _parser() -> argparse.ArgumentParser:
             examples:
               ftcjax run                                  # sweeps/default.toml -> runs/default
               ftcjax run sweeps/my.toml --out runs/my     # kill it any time; rerun to resume
+              ftcjax run default train.steps=500 grid.N=[1,2,4] --out runs/quick
+              ftcjax run my.toml grid.N=[1,2,4,8,16,32]   # grow a finished run: only new instances run
               ftcjax run my.toml --shard 3/16             # SLURM array task 3 of 16 (same --out for all)
               srun -n 4 ftcjax run my.toml --out /shared/runs/my   # jax.distributed, auto-detected
             """))
-    r.add_argument("spec", nargs="?", metavar="SPEC", help="TOML sweep spec (default: the shipped default.toml)")
+    r.add_argument("spec", nargs="*", metavar="SPEC [KEY=VALUE ...]",
+                   help="TOML sweep spec (default: the shipped default.toml), then overrides such as "
+                        "train.steps=500 grid.N=[1,2,4] (validated like the file, recorded in DIR)")
     r.add_argument("--out", metavar="DIR", help="run directory (default: runs/<spec name>)")
     r.add_argument("--shard", metavar="I/N", default="0/1",
                    help="run only shard I of N (chunks c with c %% N == I); shards share --out")
@@ -108,9 +133,13 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", formatter_class=_formatter, help="check a spec and print its plan",
                        description="Validate a sweep spec (every problem reported at once) and print its "
-                                   "hash, cells, instances and chunks, without running anything.",
-                       epilog="example:\n  ftcjax validate sweeps/default.toml")
-    v.add_argument("spec", nargs="?", metavar="SPEC")
+                                   "hash, cells, instances, chunks, the effective protocol with every "
+                                   "default filled in, and an estimated cost, without running anything.",
+                       epilog="examples:\n  ftcjax validate sweeps/default.toml\n"
+                              "  ftcjax validate default train.steps=500")
+    v.add_argument("spec", nargs="*", metavar="SPEC [KEY=VALUE ...]", help="spec file and overrides, as for run")
+    v.add_argument("--out", metavar="DIR",
+                   help="run directory whose measured throughput prices the estimate (default runs/<name>)")
 
     s = sub.add_parser("status", formatter_class=_formatter, help="progress and results of a run directory",
                        description="Done / pending / censored counts, throughput and a per-cell table of "
@@ -130,27 +159,37 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", formatter_class=_formatter, help="exponent fits and tables of a run",
                         description="Fit log m* on log N per group, with bootstrap intervals and censoring "
                                     "counts, beside the theory.",
-                        epilog="example:\n  ftcjax report runs/default --format markdown --output report.md")
-    rp.add_argument("dir", metavar="DIR")
-    rp.add_argument("--format", default="table", help="table, markdown or csv (default table)")
+                        epilog="examples:\n  ftcjax report runs/default --format markdown --output report.md\n"
+                               "  ftcjax report runs/a runs/b --format json   # two runs merged")
+    rp.add_argument("dir", nargs="+", metavar="DIR", help="run directories (several are merged)")
+    rp.add_argument("--format", default="table", help="table, markdown, csv or json (default table)")
     rp.add_argument("--output", metavar="PATH", help="write here instead of stdout")
 
     cv = sub.add_parser(
-        "convergence", formatter_class=_formatter, add_help=False,
-        help="re-search the same instances with 2x steps and restarts; count widths that moved",
-        description="Convergence check of the measurement: 'double SPEC OUT' writes the spec with twice "
-                    "the steps and restarts (same instances); 'compare DIR_A DIR_B' counts the minimal "
-                    "widths that moved. `ftcjax report DIR` also finds DIR-x2 by itself.",
+        "convergence", formatter_class=_formatter,
+        help="convergence checks: re-search the same instances with more budget or new seeds",
+        description="Convergence check of the measurement: write specs with more budget (double, budget) "
+                    "or new training seeds (reseed), compare two runs, judge a budget shift against the "
+                    "noise floor (verdict), or run until converged (until).",
         epilog="examples:\n  ftcjax convergence double sweeps/default.toml runs/default-x2.toml\n"
                "  ftcjax run runs/default-x2.toml --out runs/default-x2\n"
                "  ftcjax convergence compare runs/default runs/default-x2")
-    cv.add_argument("args", nargs=argparse.REMAINDER, help="double SPEC OUT [--only AXIS=V] | compare DIR_A DIR_B [--json]")
+    from ftcjax._convergence_cli import add_actions  # argparse only: imports nothing heavy
+
+    add_actions(cv.add_subparsers(dest="action", metavar="ACTION"), _formatter)
 
     f = sub.add_parser("figures", formatter_class=_formatter, help="draw the figures of a run",
-                       description="Write every figure the stored results allow (PNG and PDF).",
-                       epilog="example:\n  ftcjax figures runs/default --out figs/")
-    f.add_argument("dir", metavar="DIR")
-    f.add_argument("--out", metavar="DIR", help="output folder (default DIR/figures)")
+                       description="Write every figure the stored results allow (PNG and PDF by default).",
+                       epilog="examples:\n  ftcjax figures runs/default --out figs/\n"
+                              "  ftcjax figures runs/a runs/b --groups depth=3 --no-caption --format pdf --size 7,4")
+    f.add_argument("dir", nargs="+", metavar="DIR", help="run directories (several are merged)")
+    f.add_argument("--out", metavar="DIR", help="output folder (default DIR/figures of the first DIR)")
+    f.add_argument("--groups", action="append", default=[], metavar="AXIS=V1,V2",
+                   help="draw only these axis values (repeatable), e.g. --groups d=2,10 --groups depth=3")
+    f.add_argument("--no-caption", action="store_true", help="leave out the protocol line under each figure")
+    f.add_argument("--format", default="png,pdf", metavar="FMT[,FMT]", help="png, pdf and/or svg (default png,pdf)")
+    f.add_argument("--size", metavar="W,H", help="figure size in inches for every figure, e.g. 7,4")
+    f.add_argument("--dpi", type=int, default=130, help="resolution of raster formats (default 130)")
     return p
 
 
@@ -161,7 +200,6 @@ def _err(msg: str) -> int:
 
 def _setup_jax(args, out_dir: Path) -> None:
     """Devices, compilation cache: must happen before jax initialises its backends."""
-    from ftcjax._src.errors import FTCInputError
     from ftcjax.sweep.distributed import configure_cpu_devices
 
     if args.cpu_devices is not None and args.cpu_devices < 1:
@@ -175,23 +213,18 @@ def _setup_jax(args, out_dir: Path) -> None:
 
 def _check_name(option: str, value: str | None) -> None:
     """Paths given on the command line: no control characters (newline, ESC) in names we create."""
-    from ftcjax._src.errors import FTCInputError
-
     if value is not None and any(not c.isprintable() for c in str(value)):
         raise FTCInputError(f"{option}: {str(value)!r} contains control characters; choose a plain name")
 
 
 def _cmd_run(args) -> int:
     from ftcjax.sweep.distributed import DistributedConfig, maybe_initialize, parse_shard, writer_share
-    from ftcjax.sweep.spec import load_spec
-
-    from ftcjax._src.errors import FTCEnvironmentError, FTCInputError
 
     shard = parse_shard(args.shard)
     if args.max_chunks is not None and args.max_chunks < 0:
         raise FTCInputError(f"--max-chunks: {args.max_chunks} must be >= 0")
     _check_name("--out", args.out)
-    spec = load_spec(_resolve_spec(args.spec))  # validation before any work
+    spec = _load_spec_and_overrides(args.spec)  # validation before any work
     out_dir = Path(args.out) if args.out else Path("runs") / spec.name
     from ftcjax.sweep.store import RunDir
 
@@ -202,7 +235,9 @@ def _cmd_run(args) -> int:
 
         from ftcjax.analysis.convergence import _run_spec_dir, format_until, until_converged
 
-        data = tomllib.loads(spec.text)
+        from ftcjax.sweep.spec import apply_overrides
+
+        data = apply_overrides(tomllib.loads(spec.text), spec.overrides)  # the spec as validated
         data.setdefault("name", spec.name)
         st = until_converged(data, str(out_dir), run=_run_spec_dir, max_factor=args.max_factor)
         print(format_until(st, args.max_factor))
@@ -211,7 +246,8 @@ def _cmd_run(args) -> int:
                                                  args.process_id))
     index, count = writer_share(shard, process)
 
-    from ftcjax.sweep.progress import Progress, format_table
+    from ftcjax.sweep.progress import Progress
+    from ftcjax.sweep.results import format_table
     from ftcjax.sweep.results import status
     from ftcjax.sweep.runner import run_sweep, writer_name
 
@@ -263,28 +299,55 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    from ftcjax.sweep.plan import make_plan
-    from ftcjax.sweep.spec import load_spec
+    from ftcjax.sweep.plan import cost_estimate, make_plan
+    from ftcjax.sweep.spec import canonical_dict
 
-    spec = load_spec(_resolve_spec(args.spec))
-    from ftcjax._src.errors import FTCInputError
     from ftcjax.sweep.guards import memory_problems
 
+    spec = _load_spec_and_overrides(args.spec)
+    _check_name("--out", args.out)
     too_big = memory_problems(spec)
     if too_big:
         raise FTCInputError("\n".join(too_big))
     plan = make_plan(spec)
-    varying = {a: list(v) for a, v in spec.axes if len(v) > 1}
     print(f"spec {spec.name!r} is valid; hash {spec.hash}")
+    if spec.overrides:
+        print(f"overrides: {' '.join(spec.overrides)}")
     print(f"cells {len(spec.cells())} x replicates {spec.replicates} = {spec.num_instances} instances "
           f"in {len(plan)} chunks of up to {spec.chunk_size}")
-    for a, v in varying.items():
-        print(f"  {a}: {v}")
     w = list(spec.widths)
     steps = {b - a for a, b in zip(w, w[1:])}
     shown = f"{w[0]}..{w[-1]} step {steps.pop()}" if len(w) > 3 and len(steps) == 1 else str(w)
     print(f"widths {shown} ({len(w)} candidates, {spec.strategy})")
+    canon = canonical_dict(spec)
+    print("effective settings (every default filled in; a list is an axis of the grid):")
+    for table in ("grid", "train"):
+        parts = [f"{k} = {_toml_value(v[0] if len(v) == 1 else v)}" for k, v in canon[table].items()]
+        print(textwrap.fill(", ".join(parts), width=100, initial_indent=f"  [{table}] ",
+                            subsequent_indent=" " * (len(table) + 5)))
+    out_dir = Path(args.out) if args.out else Path("runs") / spec.name
+    cost = cost_estimate(spec, run_dir=out_dir)
+    print(f"estimated cost: up to {cost['trainings']:,} trainings ({spec.num_instances} instances x up to "
+          f"{cost['probes_per_instance']} probes x restarts) of up to {cost['max_steps']:,} steps each")
+    if cost["seconds"] is not None:
+        print(f"  about {_duration(cost['seconds'])} at {cost['seconds_per_training'] * 1e3:.3g} ms per training "
+              f"(measured in {cost['measured_in']}); a first run also compiles each batch group")
+    else:
+        print("  time: no measured throughput yet (it is read from a run directory of this sweep: "
+              "ftcjax validate SPEC --out DIR)")
     return 0
+
+
+def _toml_value(v) -> str:
+    import json
+
+    return json.dumps(v)
+
+
+def _duration(seconds: float) -> str:
+    from ftcjax.sweep.progress import format_duration
+
+    return format_duration(seconds)
 
 
 def _cmd_status(args) -> int:
@@ -303,7 +366,6 @@ def _cmd_export(args) -> int:
     else:
         import io
 
-        from ftcjax._src.errors import FTCInputError
         from ftcjax.sweep.files import atomic_write_bytes
 
         path = Path(args.csv)
@@ -319,38 +381,67 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    try:
-        from ftcjax.analysis import report_command
-    except ImportError as e:
-        return _err(f"the analysis package is not available ({e})")
-    if args.output not in (None, "-"):
-        from ftcjax._src.errors import FTCInputError
+    from ftcjax.analysis import FORMATS, report_text
 
+    if args.format not in FORMATS:
+        raise FTCInputError(f"--format: unknown format {args.format!r}; choose one of {', '.join(FORMATS)}")
+    for d in args.dir:
+        _check_name("DIR", d)
+    if args.output not in (None, "-"):
         _check_name("--output", args.output)
         out = Path(args.output)
         if out.is_dir():
             raise FTCInputError(f"--output: {args.output!r} is a directory; give a file name")
         if not out.parent.is_dir():
             raise FTCInputError(f"--output: the directory {str(out.parent)!r} does not exist")
-    return int(report_command(args.dir, fmt=args.format, output=args.output))
+    text = report_text(args.dir if len(args.dir) > 1 else args.dir[0], fmt=args.format)
+    if args.output is None or args.output == "-":
+        sys.stdout.write(text)
+    else:
+        from ftcjax.sweep.files import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.output), text.encode("utf-8"))
+    return 0
 
 
 def _cmd_figures(args) -> int:
-    try:
-        from ftcjax.analysis import figures_command
-    except ImportError as e:
-        return _err(f"the analysis package is not available ({e})")
-    return int(figures_command(args.dir, out=args.out))
+    from ftcjax.analysis.convergence import _parse_subset as parse_subset
+    from ftcjax.analysis.figures import write_all  # imports matplotlib: only for this subcommand
+
+    size = None
+    if args.size:
+        try:
+            size = tuple(float(v) for v in args.size.split(","))
+        except ValueError:
+            raise FTCInputError(f"--size: {args.size!r} must be WIDTH,HEIGHT in inches, e.g. 7,4") from None
+    if args.dpi < 10:
+        raise FTCInputError(f"--dpi: {args.dpi} must be at least 10")
+    for item in args.groups:
+        if "=" not in item:
+            raise FTCInputError(f"--groups: {item!r} must look like AXIS=V1,V2")
+    groups = parse_subset(args.groups)
+    dirs = args.dir if len(args.dir) > 1 else args.dir[0]
+    out = args.out or str(Path(args.dir[0]) / "figures")
+    written = write_all(dirs, out=out, groups=groups, caption=not args.no_caption,
+                        formats=tuple(f.strip() for f in args.format.split(",") if f.strip()), size=size,
+                        dpi=args.dpi)
+    for path in written:
+        print(path)
+    if not written:
+        raise FTCInputError(f"DIR: no figure can be drawn from the results in {' '.join(args.dir)}")
+    return 0
 
 
 def _cmd_convergence(args) -> int:
-    from ftcjax.analysis.convergence import main as convergence_main
+    from ftcjax._convergence_cli import run_action
 
-    return int(convergence_main(args.args or ["--help"]))
+    if args.action is None:
+        _parser().parse_args(["convergence", "--help"])  # prints the actions and exits 0
+    return int(run_action(args))
 
 
-_COMMANDS = {"convergence": _cmd_convergence, "run": _cmd_run, "validate": _cmd_validate, "status": _cmd_status, "export": _cmd_export,
-             "report": _cmd_report, "figures": _cmd_figures}
+_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "status": _cmd_status, "export": _cmd_export,
+             "report": _cmd_report, "figures": _cmd_figures, "convergence": _cmd_convergence}
 
 
 def _one_line(msg: str) -> str:
@@ -385,7 +476,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
-    from ftcjax._src.errors import FTCEnvironmentError, FTCInputError
 
     def env_err(msg: str) -> int:
         said = any(w in msg for w in ("saved", "nothing was computed"))

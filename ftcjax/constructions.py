@@ -21,7 +21,7 @@ from ftcjax._src.constructions._exact import (
     Construction,
     export_float,
     float_error_bound,
-    forward,
+    forward_float,
     forward_exact,
     to_fractions,
 )
@@ -51,7 +51,7 @@ from ftcjax._src.worst_case import (
 )
 
 __all__ = [
-    "Construction", "export_float", "float_error_bound", "forward", "forward_exact", "to_fractions",
+    "Construction", "export_float", "float_error_bound", "forward_float", "forward_exact", "to_fractions",
     "deep_stacked", "deep_width_bound", "kept_set", "three_layer_4n4", "three_layer_u1",
     "three_layer_u2", "three_layer_u3", "tooth",
     "tooth_split", "zero_network", "magnitude", "thm44_bound", "two_layer_slab", "two_layer_thm44",

@@ -3,21 +3,86 @@ import csv
 import io
 import socket
 import subprocess
+import sys
 
 import pytest
 
 from ftcjax.cli import main
-from ftcjax.sweep._testing import (DEVICES, TINY_SPEC, cli_args, cli_env, raw_lines, reference_run,
+from sweep_helpers import (DEVICES, TINY_SPEC, cli_args, cli_env, raw_lines, reference_run,
                                    results_without_timing, run_cli, shared_cache)
 
 
-@pytest.mark.parametrize("cmd", [[], ["run"], ["status"], ["export"], ["report"], ["figures"], ["validate"]])
+def _every_command():
+    """Every (sub)command path of the one parser, read from the parser itself (none can be forgotten)."""
+    import argparse
+
+    from ftcjax.cli import _parser
+
+    out = []
+
+    def walk(parser, path):
+        out.append(path)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*path, name])
+
+    walk(_parser(), [])
+    return out
+
+
+def test_every_command_is_listed():
+    paths = {" ".join(p) for p in _every_command()}
+    assert {"run", "validate", "status", "export", "report", "figures", "convergence"} <= paths
+    # the convergence actions are subcommands of the same parser (no second parser behind it)
+    assert {f"convergence {a}" for a in ("double", "reseed", "budget", "verdict", "until", "compare")} <= paths
+
+
+@pytest.mark.parametrize("cmd", _every_command(), ids=lambda c: " ".join(c) or "ftcjax")
 def test_help_has_examples(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([*cmd, "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "example" in out and "ftcjax" in out
+    assert "ftcjax" in out
+    assert "example" in out
+
+
+def test_help_and_version_import_no_jax():
+    # The package face is lazy: `ftcjax --help` / `--version` must not pay for importing jax.
+    code = ("import sys, time, contextlib, io\n"
+            "t = time.perf_counter()\n"
+            "from ftcjax.cli import main\n"
+            "for argv in (['--help'], ['--version'], ['run', '--help']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()) as buf:\n"
+            "        try:\n"
+            "            main(argv)\n"
+            "        except SystemExit as e:\n"
+            "            assert e.code == 0, (argv, e.code)\n"
+            "    assert buf.getvalue(), argv\n"
+            "print(sorted(m for m in sys.modules if m == 'jax' or m.startswith(('jax.', 'matplotlib', 'numpy'))))\n"
+            "print(time.perf_counter() - t)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(),
+                         check=True).stdout.split("\n")
+    assert out[0] == "[]"  # neither jax nor numpy nor matplotlib
+    assert float(out[1]) < 1.0
+
+
+def test_module_entry_points(tmp_path):
+    for mod, needle in (("ftcjax", "COMMAND"), ("ftcjax.analysis", "double")):
+        res = subprocess.run([sys.executable, "-m", mod, "--help"], capture_output=True, text=True, env=cli_env())
+        assert res.returncode == 0 and needle in res.stdout, res.stderr
+    res = subprocess.run([sys.executable, "-m", "ftcjax", "--version"], capture_output=True, text=True,
+                         env=cli_env())
+    assert res.returncode == 0 and res.stdout.startswith("ftcjax 0.")
+
+
+def test_errors_have_one_prefix(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "none")]) == 2
+    assert main(["figures", str(tmp_path / "none")]) == 2
+    assert main(["validate", str(tmp_path / "none.toml")]) == 2
+    errs = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ftcjax: ")]
+    assert len(errs) >= 3 and all(line.startswith("ftcjax: error: ") for line in errs), errs
 
 
 def test_no_command_prints_help(capsys):
@@ -48,6 +113,29 @@ def test_status_and_export_of_a_finished_run(tmp_path_factory, capsys):
         assert row["min_width"] == ("" if rec["min_width"] is None else str(rec["min_width"]))
         assert row["probe_widths"] == ";".join(str(p["width"]) for p in rec["probes"])
         assert int(row["N"]) == rec["cell"]["N"] and int(row["K"]) == rec["cell"]["K"]
+
+
+def test_load_run_matches_the_csv_export(tmp_path_factory, capsys):
+    import ftcjax
+    from ftcjax.sweep.results import _fmt
+
+    ref = reference_run(tmp_path_factory.getbasetemp() / "sweep-reference")
+    assert main(["export", str(ref), "--csv", "-"]) == 0
+    text = capsys.readouterr().out
+    header = text.splitlines()[0].split(",")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    table = ftcjax.load_run(str(ref), frame=False)
+    assert list(table) == header and all(len(v) == len(rows) for v in table.values())
+    assert isinstance(table["probe_widths"][0], list) and isinstance(table["min_width"][0], (int, type(None)))
+    for i, row in enumerate(rows):
+        assert {c: _fmt(table[c][i]) for c in header} == row
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        return
+    df = ftcjax.load_run(ref)
+    assert list(df.columns) == header and len(df) == len(rows)
+    assert df["probe_widths"].iloc[0] == table["probe_widths"][0]
 
 
 def test_shards_cover_the_grid_once_and_match(tmp_path_factory, tmp_path):
@@ -101,7 +189,7 @@ def test_two_processes_match_one(tmp_path_factory, tmp_path):
 
 def test_default_spec_resolves_from_any_directory(tmp_path, monkeypatch, capsys):
     from ftcjax.cli import default_spec_path
-    from ftcjax.sweep._testing import REPO
+    from sweep_helpers import REPO
 
     # the packaged copy (what `pip install` ships) is the repo's sweeps/default.toml
     assert default_spec_path().read_text() == (REPO / "sweeps" / "default.toml").read_text()
@@ -127,6 +215,34 @@ def test_progress_bar_and_log_lines():
     assert "resuming with 1 done" in lines[0] and "chunks 4/4 (100%)" in lines[1] and "inst/s" in lines[1]
 
 
+def test_progress_fits_narrow_terminals_says_compiling_and_ticks():
+    import time
+
+    from ftcjax.sweep.progress import Progress
+
+    for cols in (30, 50, 75, 120):
+        out = io.StringIO()
+        p = Progress(out, tty=True, interval=3600)
+        p.columns = lambda cols=cols: cols
+        p.tick = 0.02
+        p.start(3, 30, 0, 0)
+        p.begin_chunk(compiling=True, group="depth=3")
+        time.sleep(0.15)  # no chunk finishes: the elapsed time must still be redrawn
+        p.update(10, 0.1)
+        p.begin_chunk(compiling=False)
+        p.update(10, 0.1)
+        p.finish()
+        frames = [f.replace("\033[K", "") for f in out.getvalue().replace("\n", "\r").split("\r") if f]
+        assert all(len(f) < cols for f in frames), (cols, max(frames, key=len))
+        assert any("compiling" in f for f in frames) or cols < 60  # narrow: the tail is cut, not wrapped
+        assert sum("elapsed" in f for f in frames) >= 4 or cols < 50  # ticked while the chunk ran
+    log = io.StringIO()
+    p = Progress(log, tty=False, interval=3600)
+    p.start(2, 4, 0, 0)
+    p.begin_chunk(compiling=True, group="depth=2")
+    assert "compiling kernels for depth=2" in log.getvalue()
+
+
 def test_shard_and_distributed_options():
     from ftcjax._src.errors import FTCInputError
     from ftcjax.sweep.distributed import DistributedConfig, maybe_initialize, parse_shard, writer_share
@@ -141,3 +257,25 @@ def test_shard_and_distributed_options():
     with pytest.raises(FTCInputError, match="--num-processes, --process-id"):
         maybe_initialize(DistributedConfig("auto", coordinator="127.0.0.1:1"))
     assert maybe_initialize(DistributedConfig("off")) == (0, 1)
+
+
+def test_convergence_actions_run_through_the_one_parser(tmp_path, capsys):
+    from ftcjax.sweep.spec import load_spec
+
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY_SPEC)
+    reseed, budget = tmp_path / "tiny-reseed1.toml", tmp_path / "tiny-steps2.toml"
+    assert main(["convergence", "reseed", str(spec), str(reseed)]) == 0
+    assert main(["convergence", "budget", str(spec), str(budget), "--axis", "steps"]) == 0
+    assert load_spec(reseed).axis_dict["train_seed"] == (1,)
+    assert load_spec(budget).axis_dict["steps"] == (120,) and load_spec(budget).axis_dict["restarts"] == (2,)
+    capsys.readouterr()
+    assert main(["convergence", "reseed", str(tmp_path / "missing.toml"), str(reseed)]) == 2
+    assert capsys.readouterr().err.startswith("ftcjax: error: SPEC:")
+    with pytest.raises(SystemExit) as e:  # argparse: a required option of an action
+        main(["convergence", "budget", str(spec), str(budget)])
+    assert e.value.code == 2
+    # python -m ftcjax.analysis is an alias of `ftcjax convergence`
+    res = subprocess.run([sys.executable, "-m", "ftcjax.analysis", "reseed", "--help"], capture_output=True,
+                         text=True, env=cli_env())
+    assert res.returncode == 0 and "ftcjax convergence reseed" in res.stdout, res.stderr

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ftcjax._src import bounds
-from ftcjax._src.constructions._exact import forward, forward_exact
+from ftcjax._src.constructions._exact import forward_float, forward_exact
 from ftcjax._src.constructions.deep import deep_stacked, deep_width_bound
 from ftcjax._src.errors import FTCInputError
 from ftcjax._src.worst_case import worst_case_two_layer
@@ -23,7 +23,7 @@ def assert_exact(c, x, z, L):
     assert len(c.layers) == L and len(c.widths) == L - 1
     assert c.layers[-1][0].shape[0] == 1
     assert c.float_error <= c.float_error_bound
-    assert np.max(np.abs(forward(c.layers, x) - z)) == c.float_error
+    assert np.max(np.abs(forward_float(c.layers, x) - z)) == c.float_error
 
 
 @pytest.mark.parametrize("L", [4, 5, 6, 7, 9])

@@ -14,7 +14,7 @@ import pytest
 
 from ftcjax._src import bounds
 from ftcjax._src.constructions._blocks import sigma_L, sigma_T
-from ftcjax._src.constructions._exact import forward, forward_exact
+from ftcjax._src.constructions._exact import forward_float, forward_exact
 from ftcjax._src.constructions.three_layer import (three_layer_4n4, three_layer_u1,
                                                    three_layer_u2, three_layer_u3, tooth,
                                                    tooth_split)
@@ -30,7 +30,7 @@ def assert_exact(c, x, z):
     bad = [i for i in range(len(z)) if g[i] != Fraction(z[i])]
     assert not bad, (c.name, bad[:5])
     # float64 export: observed error within the reported rigorous bound
-    g_f = forward(c.layers, x)
+    g_f = forward_float(c.layers, x)
     assert np.max(np.abs(g_f - z)) == c.float_error
     assert c.float_error <= c.float_error_bound
     assert sum(c.widths) == c.neurons and len(c.layers) == 3
@@ -182,7 +182,7 @@ def test_trivial_instance_has_no_neurons():
     z = np.zeros(5)
     for name in ALL:
         c = BUILDERS[name][0](x, z, changed, rng=0)
-        assert c.neurons == 0 and np.all(forward(c.layers, x) == 0)
+        assert c.neurons == 0 and np.all(forward_float(c.layers, x) == 0)
 
 
 def test_errors():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ftcjax._src import bounds
-from ftcjax._src.constructions._exact import forward, forward_exact, to_fractions
+from ftcjax._src.constructions._exact import forward_float, forward_exact, to_fractions
 from ftcjax._src.constructions.two_layer import magnitude, two_layer_slab, two_layer_thm44
 from ftcjax._src.errors import FTCInputError
 from ftcjax._src.worst_case import alternating_turns, min_breakpoints, worst_case_two_layer
@@ -24,7 +24,7 @@ U = 2.0 ** -53
 
 
 def assert_fits(c, x, z, meaningful=True):
-    g = forward(c.layers, x)
+    g = forward_float(c.layers, x)
     tol = 64 * U * magnitude(c.layers, x)
     err = np.max(np.abs(g - z))
     assert err <= tol, (c.name, err, tol)

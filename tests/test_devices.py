@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ftcjax.sweep._testing import (TINY_SPEC, reference_run, results_without_timing, run_cli,
+from sweep_helpers import (TINY_SPEC, reference_run, results_without_timing, run_cli,
                                    shared_cache)
 
 

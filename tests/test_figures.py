@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from ftcjax.analysis import figures_command
+from ftcjax.cli import main
 from ftcjax.analysis.synthetic import synthetic_records
 
 pytest.importorskip("matplotlib")
@@ -29,8 +29,8 @@ def records():
     return recs
 
 
-def _run_dir(tmp_path, recs):
-    d = tmp_path / "run"
+def _run_dir(tmp_path, recs, name="run"):
+    d = tmp_path / name
     (d / "results").mkdir(parents=True)
     with open(d / "results" / "w0.jsonl", "w") as fh:
         fh.writelines(json.dumps(seal(dict(r, instance_id=instance_id(r["cell"], r["replicate"])))) + "\n"
@@ -41,14 +41,14 @@ def _run_dir(tmp_path, recs):
 def test_figures_command_writes_png_and_pdf(tmp_path, records, capsys):
     run = _run_dir(tmp_path, records)
     out = tmp_path / "figs"
-    assert figures_command(run, out=str(out)) == 0
+    assert main(["figures", run, "--out", str(out)]) == 0
     printed = capsys.readouterr().out.split()
     for name in ("fig9_paper", "width_vs_N", "width_vs_K", "distribution"):
         png, pdf = out / f"{name}.png", out / f"{name}.pdf"
         assert str(png) in printed and str(pdf) in printed
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
         assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
-    assert figures_command(str(tmp_path / "nope"), out=str(out)) == 2
+    assert main(["figures", str(tmp_path / "nope"), "--out", str(out)]) == 2
 
 
 def _labels(fig):
@@ -95,7 +95,7 @@ def test_width_vs_N_axes_fits_and_references(records):
     assert _labels(fig) == [(F.LABEL_N, F.LABEL_M)] * 2
     assert [ax.get_xscale() for ax in axes] == ["log", "log"] and [ax.get_yscale() for ax in axes] == ["log"] * 2
     leg2, leg3 = _legend_texts(axes[0]), _legend_texts(axes[1])
-    assert any(t.startswith("trained") and "slope" in t for t in leg2)
+    assert any("slope" in t for t in leg2)
     assert any("lower bound" in t for t in leg2) and any("construction" in t for t in leg2)
     assert any("U3" in t for t in leg3) and any("tooth" in t for t in leg3)
     assert "2-layer" in axes[0].get_title() and "3-layer" in axes[1].get_title()
@@ -105,7 +105,7 @@ def test_width_vs_N_axes_fits_and_references(records):
 def test_width_vs_K_and_distribution(records):
     fig = F.fig_width_vs_K(records)
     assert _labels(fig) == [(F.LABEL_K, F.LABEL_M)]
-    assert any("N=30" in t for t in _legend_texts(fig.axes[0]))
+    assert any("N = 30" in t for t in _legend_texts(fig.axes[0]))
     assert _caption(fig)
     fig = F.fig_distribution(records)
     labs = _labels(fig)
@@ -205,3 +205,94 @@ def test_write_default_outputs(tmp_path, records):
     for name in ("report.txt", "report.md", "report.csv"):
         assert os.path.getsize(os.path.join(run, name)) > 500
     assert os.path.getsize(os.path.join(run, "figures", "width_vs_N.pdf")) > 5_000
+
+
+def test_figures_over_two_directories_equal_one_holding_both(tmp_path, records, capsys):
+    half = len(records) // 2
+    both = _run_dir(tmp_path, records, "both")
+    a, b = _run_dir(tmp_path, records[:half], "a"), _run_dir(tmp_path, records[half:], "b")
+    assert main(["figures", both, "--out", str(tmp_path / "f1"), "--format", "png"]) == 0
+    assert main(["figures", a, b, "--out", str(tmp_path / "f2"), "--format", "png"]) == 0
+    one, two = sorted((tmp_path / "f1").iterdir()), sorted((tmp_path / "f2").iterdir())
+    assert [p.name for p in one] == [p.name for p in two] and one
+    for p, q in zip(one, two):
+        assert p.read_bytes() == q.read_bytes(), p.name
+
+
+def _exponent_like():
+    # the exponents sweep's shape: two depths x four d values, censoring at the top
+    recs = []
+    for depth, alpha in ((2, 1.0), (3, 0.5)):
+        for d in (1, 2, 4, 10):
+            recs += synthetic_records(Ns=[1, 2, 4, 8, 16, 32], depth=depth, alpha=alpha, c=2.0, K=100, d=d,
+                                      criterion="relative", replicates=3, widths=range(1, 40), seed=d + depth)
+    return recs
+
+
+def _texts(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    r = fig.canvas.get_renderer()
+    out = [("figure", t) for t in fig.texts if t is not fig._suptitle]
+    if fig._suptitle is not None:
+        out.append(("suptitle", fig._suptitle))
+    for i, ax in enumerate(fig.axes):
+        if not ax.axison:
+            continue
+        out += [(f"ax{i}.title", ax.title), (f"ax{i}.xlabel", ax.xaxis.label), (f"ax{i}.ylabel", ax.yaxis.label)]
+        out += [(f"ax{i}.tick", t) for t in ax.get_xticklabels() + ax.get_yticklabels()]
+        leg = ax.get_legend()
+        if leg is not None:
+            out += [(f"ax{i}.legend", t) for t in leg.get_texts()]
+    return [(name, t.get_window_extent(r)) for name, t in out if t.get_visible() and t.get_text().strip()]
+
+
+@pytest.mark.parametrize("which", ["width_vs_N", "distribution", "width_vs_K", "fig9_paper"])
+def test_figures_are_publishable(records, which):
+    recs = _exponent_like() if which in ("width_vs_N", "distribution") else records
+    fig = dict(F.FIGURES)[which](recs)
+    assert fig is not None
+    texts = _texts(fig)
+    # no text overlaps another, except within one legend or one axis' tick labels
+    for i, (na, a) in enumerate(texts):
+        for nb, b in texts[i + 1:]:
+            same_group = na == nb and (na.endswith(".legend") or na.endswith(".tick"))
+            if not same_group and a.overlaps(b) and a.width > 0 and b.width > 0:
+                inter = min(a.x1, b.x1) - max(a.x0, b.x0), min(a.y1, b.y1) - max(a.y0, b.y0)
+                assert min(inter) < 1.0, f"{which}: {na} overlaps {nb}"
+    for ax in fig.axes:
+        if not ax.axison or ax.get_label() == "<colorbar>":
+            continue
+        # width ticks are integers, N/K ticks sit at the data's values on log axes
+        yt = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+        assert yt and all(float(t).is_integer() for t in yt), (which, yt)
+        if ax.get_xscale() == "log":
+            over = "K" if which == "width_vs_K" else "N"
+            data_x = {float(r["cell"][over]) for r in recs}
+            assert set(ax.get_xticks()) <= data_x and len(ax.get_xticks()) >= min(3, len(data_x)), (
+                which, ax.get_xticks(), data_x)
+            assert len(ax.xaxis.get_minor_ticks()) == 0 or not any(
+                t.label1.get_text() for t in ax.xaxis.get_minor_ticks())
+        leg = ax.get_legend()
+        if leg is not None:
+            assert len(leg.get_texts()) <= 12, (which, [t.get_text() for t in leg.get_texts()])
+        import re
+
+        assert not re.search(r"\w=\w", ax.get_title()), ax.get_title()  # 'd = 2', never 'depth=3 K=24 ...'
+
+
+def test_figure_options(tmp_path, records, capsys):
+    run = _run_dir(tmp_path, records)
+    out = tmp_path / "opts"
+    assert main(["figures", run, "--out", str(out), "--groups", "depth=2", "--no-caption", "--format", "pdf",
+                 "--size", "7,4"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names and all(n.endswith(".pdf") for n in names) and "fig9_paper.pdf" not in names  # depth 3 only
+    figs = F.write_all(None, out=str(tmp_path / "x"), records=records, caption=False, size=(7, 4), formats=("png",))
+    assert figs
+    for bad, needle in ((["--format", "gif"], "--format"), (["--size", "7"], "--size"),
+                        (["--groups", "nope=1"], "--groups: no record has the axis 'nope'"),
+                        (["--groups", "depth"], "--groups")):
+        assert main(["figures", run, "--out", str(out), *bad]) == 2
+        assert needle in capsys.readouterr().err

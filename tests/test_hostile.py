@@ -21,12 +21,12 @@ import pytest
 from ftcjax._src.errors import FTCEnvironmentError, FTCInputError
 from ftcjax.cli import main
 from ftcjax.sweep import files, guards
-from ftcjax.sweep._testing import (TINY_SPEC, cli_args, cli_env, reference_run, results_without_timing,
-                                   run_cli, shared_cache)
 from ftcjax.sweep.integrity import seal
 from ftcjax.sweep.results import status
 from ftcjax.sweep.spec import parse_spec
 from ftcjax.sweep.store import RunDir, ShardWriter
+from sweep_helpers import (TINY_SPEC, cli_args, cli_env, reference_run, results_without_timing, run_cli,
+                           shared_cache)
 
 SPEC = parse_spec(TINY_SPEC)
 SHARD = "shard-0000-of-0001.jsonl"
@@ -369,7 +369,7 @@ def test_memory_estimate_refuses_what_the_machine_cannot_hold():
     assert len(msg) == 1 and "grid.K = 2000000" in msg[0] and "16 GiB of test memory" in msg[0]
     assert guards.memory_problems(SPEC, available=16 << 30, what="test memory") == []
     # the estimate grows with every factor it names
-    base = dict(K=1000, d=10, depth=3, width=24, lanes=16, chunk=4, unroll=4, optimizer="adam",
+    base = dict(K=1000, d=10, depth=3, width=24, lanes=16, lanes_per_step=4, unroll=4, optimizer="adam",
                 lbfgs_memory=10, itemsize=4, batch=4)
     for k in ("K", "d", "width", "lanes"):
         assert guards.peak_bytes(**dict(base, **{k: base[k] * 2})) > guards.peak_bytes(**base)

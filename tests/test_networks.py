@@ -84,4 +84,4 @@ def test_bad_depth_and_split():
         ftcjax.hidden_widths(4, 1)
     with pytest.raises(ftcjax.FTCInputError, match="split"):
         ftcjax.hidden_widths(4, 3, split=(1,))
-    assert networks.min_width(3, (1, 3)) == 4  # floor(m/4) >= 1 needs m >= 4
+    assert networks.smallest_valid_width(3, (1, 3)) == 4  # floor(m/4) >= 1 needs m >= 4

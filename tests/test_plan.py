@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ftcjax._src.errors import FTCInputError
-from ftcjax.sweep._testing import TINY_SPEC
+from sweep_helpers import TINY_SPEC
 from ftcjax.sweep.plan import PROBLEM_AXES, instance_keys, make_plan, shard_chunks
 from ftcjax.sweep.spec import parse_spec
 

@@ -7,8 +7,8 @@ import tomllib
 import pytest
 
 from ftcjax._src.errors import FTCInputError
-from ftcjax.analysis import (build_report, compare_records, doubled_spec_text, format_report, load_records,
-                             report_command)
+from ftcjax.analysis import build_report, compare_records, doubled_spec_text, format_report, load_records
+from ftcjax.cli import main
 from ftcjax.analysis.synthetic import synthetic_records
 from ftcjax.sweep.integrity import seal
 from ftcjax.sweep.plan import instance_id
@@ -113,16 +113,31 @@ def test_report_command_on_stored_run(tmp_path, records, capsys):
     run = _write_run(tmp_path, records)
     assert len(load_records(run)) == len(records)
     out = tmp_path / "r.md"
-    assert report_command(run, fmt="markdown", output=str(out)) == 0
+    assert main(["report", run, "--format", "markdown", "--output", str(out)]) == 0
     assert out.read_text().startswith("## Minimal-width exponents")
-    assert report_command(run, fmt="csv") == 0
+    assert main(["report", run, "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith("group,")
-    assert report_command(run, fmt="xml") == 2
-    assert "--format" in capsys.readouterr().err
-    assert report_command(str(tmp_path / "missing")) == 2
+    assert main(["report", run, "--format", "xml"]) == 2
+    assert capsys.readouterr().err.startswith("ftcjax: error: --format")
+    assert main(["report", str(tmp_path / "missing")]) == 2
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert report_command(str(empty)) == 2
+    assert main(["report", str(empty)]) == 2
+    assert capsys.readouterr().err.startswith("ftcjax: error: ")
+
+
+def test_report_over_two_directories_equals_one_holding_both(tmp_path, records, capsys):
+    half = len(records) // 2
+    both = _write_run(tmp_path, records, "both")
+    a = _write_run(tmp_path, records[:half], "a")
+    b = _write_run(tmp_path, records[half:], "b")
+    overlap = _write_run(tmp_path, records[half - 3:], "b2")  # a record in both directories counts once
+    outs = []
+    for dirs in ([both], [a, b], [a, overlap]):
+        assert main(["report", *dirs, "--format", "json"]) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+    assert outs[0] == outs[1] == outs[2]
+    assert outs[0]["groups"] and {"slope", "flags", "cells"} <= set(outs[0]["groups"][0])
 
 
 def test_convergence_comparison_counts_moved_widths(tmp_path):
@@ -146,7 +161,7 @@ def test_convergence_comparison_counts_moved_widths(tmp_path):
     run = _write_run(tmp_path, a, "conv")
     _write_run(tmp_path, b, "conv-x2")
     buf = tmp_path / "rep.txt"
-    assert report_command(run, output=str(buf)) == 0
+    assert main(["report", run, "--output", str(buf)]) == 0
     assert "2/8 minimal widths moved" in buf.read_text()
     assert "steps x2, restarts x2" in comp.summary_lines()[0]
     for ra, rb in zip(a, b_unmoved):
@@ -189,17 +204,15 @@ upper = 24
 
 
 def test_doubled_spec_subset_and_cli(tmp_path, capsys):
-    from ftcjax.analysis.convergence import main
-
     spec = tmp_path / "s.toml"
     spec.write_text('name = "e"\n[grid]\ndepth = [2, 3]\nN = [1, 2]\nK = 10\nd = [1, 2, 10]\n[train]\nsteps = 100\n'
                     '[width]\nupper = 8\n')
     out = tmp_path / "e-x2.toml"
-    assert main(["double", str(spec), str(out), "--only", "d=2,10"]) == 0
+    assert main(["convergence", "double", str(spec), str(out), "--only", "d=2,10"]) == 0
     new = tomllib.loads(out.read_text())
     assert new["grid"]["d"] == [2, 10] and new["grid"]["depth"] == [2, 3]
     assert new["train"]["steps"] == 200 and new["train"]["restarts"] >= 2
-    assert main(["double", str(spec), str(out), "--only", "d=7"]) == 2
+    assert main(["convergence", "double", str(spec), str(out), "--only", "d=7"]) == 2
     assert "d=7" not in capsys.readouterr().out
     with pytest.raises(FTCInputError, match="grid.lr is not set"):
         doubled_spec_text(spec.read_text(), subset={"lr": [1]})
@@ -248,7 +261,7 @@ def test_heavily_censored_fit_is_marked_unreliable():
 def test_one_median_definition_for_status_report_and_figures():
     from ftcjax.analysis import figures, records as rec_mod, stats
     from ftcjax.analysis.synthetic import synthetic_records
-    from ftcjax.sweep.progress import summary_rows
+    from ftcjax.sweep.results import summary_rows
 
     recs = synthetic_records(Ns=[2], replicates=4, widths=range(1, 49), criterion="strict", seed=0)
     ws = [10, 12, 15, None]

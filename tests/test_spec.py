@@ -5,7 +5,7 @@ import pytest
 
 from ftcjax._src.errors import FTCInputError
 from ftcjax.cli import main
-from ftcjax.sweep._testing import TINY_SPEC, run_cli
+from sweep_helpers import TINY_SPEC, run_cli
 from ftcjax.sweep.spec import SpecError, canonical_dict, diff_specs, parse_spec, spec_hash
 
 BASE = """
@@ -24,12 +24,31 @@ def test_ranges_are_inclusive_and_defaults_filled():
     assert ax["N"] == (2, 6, 10)
     assert ax["K"] == (20, 30)
     assert s.widths == (2, 4, 8)  # sorted
-    # every protocol field is filled from the core's Protocol defaults, so the hash records them
+    # every protocol field is filled: from sweeps/default.toml where it sets one, else the Protocol's
     from ftcjax._src.protocol import Protocol
 
     assert ax["steps"] == (Protocol.steps,)
-    assert ax["criterion"] == (Protocol.criterion,)
+    assert ax["criterion"] == ("relative",) and ax["rel_eps"] == (0.01,) and ax["restarts"] == (2,)
     assert len(s.cells()) == 3 * 2
+
+
+def test_builtin_defaults_are_the_default_spec():
+    # Deleting any single-valued line from a copy of default.toml must not change what it means.
+    import tomllib
+
+    from ftcjax.cli import default_spec_path
+    from ftcjax.sweep.spec import spec_from_dict
+
+    data = tomllib.loads(default_spec_path().read_text())
+    full = canonical_dict(spec_from_dict(data))
+    removable = [(t, k) for t in ("grid", "train", "width", "batch") for k, v in data[t].items()
+                 if not isinstance(v, list) and k not in ("N", "K", "strategy")]  # strategy: the search's default
+    removable += [(None, "seed"), (None, "replicates")]
+    assert len(removable) >= 15
+    for table, key in removable:
+        cut = {t: (dict(v) if isinstance(v, dict) else v) for t, v in data.items()}
+        (cut[table] if table else cut).pop(key)
+        assert canonical_dict(spec_from_dict(cut)) == full, f"{table}.{key}"
 
 
 def test_cells_drop_n_above_k_per_cell():
@@ -38,14 +57,52 @@ def test_cells_drop_n_above_k_per_cell():
     assert cells == {(5, 10), (5, 20), (15, 20)}
 
 
-def test_hash_ignores_formatting_and_labels_but_not_values():
+def test_hash_ignores_formatting_labels_and_axis_values_not_identity():
     a = parse_spec(BASE)
     b = parse_spec('name = "other"\ndescription = "x"\n[width]\nupper = 10\n[grid]\nd = 2\nK = 20\nN = "2:4:2"\n')
-    assert spec_hash(a) == spec_hash(b)
+    assert spec_hash(a) == spec_hash(b) and canonical_dict(a) == canonical_dict(b)
     c = parse_spec(BASE.replace("K = 20", "K = 21"))
-    assert spec_hash(c) != spec_hash(a)
     diffs = diff_specs(canonical_dict(a), canonical_dict(c))
     assert len(diffs) == 1 and diffs[0].startswith("grid.K: [20]")
+    # axis values are not covered (records name their cell: a sweep may grow), everything shared is
+    assert spec_hash(c) == spec_hash(a)
+    for changed in ("seed = 3\n" + BASE, BASE.replace("upper = 10", "upper = 12"),
+                    BASE + "[batch]\nchunk_size = 3\n", BASE.replace("upper = 10", "upper = 10\nstrategy = 'grid'")):
+        assert spec_hash(parse_spec(changed)) != spec_hash(a), changed
+
+
+def test_growth_rules_name_the_fields():
+    from ftcjax.sweep.spec import growth_problems
+
+    old = canonical_dict(parse_spec(BASE))
+    grown = canonical_dict(parse_spec("replicates = 9\n" + BASE.replace("N = [2, 4]", "N = [1, 2, 3, 4]")
+                                      .replace("K = 20", "K = [20, 30]") + "[train]\nsteps = [2000, 4000]\n"))
+    assert growth_problems(old, grown) == []
+    assert growth_problems(grown, old) != []
+    probs = "\n".join(growth_problems(old, canonical_dict(parse_spec(
+        "seed = 5\nreplicates = 1\n" + BASE.replace("N = [2, 4]", "N = [2]") + "[train]\nsteps = 500\n"))))
+    for needle in ("seed: 0 in the run directory, 5", "grid.N: [4] in the run directory but not in the new spec",
+                   "train.steps: [2000]", "replicates: 6 in the run directory, 1"):
+        assert needle in probs, probs
+
+
+def test_overrides_are_validated_like_the_file():
+    from ftcjax.sweep.spec import parse_override
+
+    s = parse_spec(BASE, overrides=["train.steps=500", "grid.N=[1,2,4]", "grid.data=sphere", "seed=7"])
+    ax = s.axis_dict
+    assert ax["steps"] == (500,) and ax["N"] == (1, 2, 4) and ax["data"] == ("sphere",) and s.seed == 7
+    assert s.overrides == ("train.steps=500", "grid.N=[1,2,4]", "grid.data=sphere", "seed=7")
+    assert parse_override("train.learning_rate=3e-2") == (["train", "learning_rate"], 0.03)
+    with pytest.raises(SpecError) as e:
+        parse_spec(BASE, overrides=["train.stepz=5", "train.steps=0", "grid.N=[1,99]"])
+    joined = "\n".join(e.value.problems)
+    assert "train.stepz: unknown key" in joined and "train.steps: 0" in joined and "grid.N: 99 exceeds" in joined
+    for bad in ("steps", "=3", "grid.N=[1,"):
+        with pytest.raises(SpecError, match="override"):
+            parse_spec(BASE, overrides=[bad])
+    with pytest.raises(SpecError, match="grid.N is not a table"):
+        parse_spec(BASE, overrides=["grid.N.x=1"])
 
 
 def test_all_problems_reported_at_once():
@@ -98,7 +155,7 @@ MALFORMED = [
     (BASE + "[batch]\nchunk_size = 0\n", "batch.chunk_size: 0"),
     ("replicates = 0\n" + BASE, "replicates: 0"),
     (BASE.replace("N = [2, 4]", ""), "grid.N: missing"),
-    (BASE.replace("[width]\nupper = 10", ""), "width.upper: missing"),
+    (BASE.replace("upper = 10", "lower = 50"), "width.lower: 50 exceeds width.upper = 48"),  # the default
     (BASE + "[train]\nsuccess_fraction = 2.0\n", "success_fraction: 2.0"),
     ("grid = 3\n", "grid: expected a table"),
     (BASE.replace("upper = 10", "upper = 10\nstrategy = 'golden'"), "width.strategy"),

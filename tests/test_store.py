@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ftcjax._src.errors import FTCInputError
-from ftcjax.sweep._testing import TINY_SPEC
+from sweep_helpers import TINY_SPEC
 from ftcjax.sweep.plan import make_plan
 from ftcjax.sweep.results import export_rows, format_status, status, write_csv
 from ftcjax.sweep.spec import parse_spec
@@ -89,7 +89,7 @@ def test_manifest_mismatch_names_fields(tmp_path):
         rd.prepare(other)
     msg = str(e.value)
     assert "seed: 7 in the run directory, 8 in the new spec" in msg
-    assert "train.steps: [60] in the run directory, [61] in the new spec" in msg
+    assert "train.steps: [60] in the run directory but not in the new spec" in msg
     assert "grid.K" not in msg
     # the stored spec round-trips from the manifest
     assert rd.spec().hash == SPEC.hash and rd.spec().name == "tiny"

@@ -8,7 +8,7 @@ import pytest
 import ftcjax
 from ftcjax._src import fit as fit_module
 
-FAST = dict(segment=20, restarts=1, unroll=1, chunk=2)
+FAST = dict(segment=20, restarts=1, unroll=1, lanes_per_step=2)
 
 
 def _problems(num=2, K=12, d=2, N=3, seed=0):
@@ -267,7 +267,7 @@ def test_return_params_gives_the_trained_net_at_the_minimal_width():
 
 
 def test_problem_and_training_keys_are_separate_branches():
-    from ftcjax.sweep._testing import TINY_SPEC
+    from sweep_helpers import TINY_SPEC
     from ftcjax.sweep.plan import instance_keys, make_plan
     from ftcjax.sweep.spec import parse_spec
 
@@ -284,17 +284,17 @@ def test_problem_and_training_keys_are_separate_branches():
 
 
 def test_a_dtype_axis_trains_the_same_instances():
-    from ftcjax.sweep import runner
-    from ftcjax.sweep._testing import TINY_SPEC
-    from ftcjax.sweep.plan import instance_keys, make_plan
+    from ftcjax.sweep.cells import kernel_inputs
+    from ftcjax.sweep.plan import make_plan
     from ftcjax.sweep.spec import parse_spec
+    from sweep_helpers import TINY_SPEC
 
     text = TINY_SPEC.replace("[train]", '[train]\ndtype = ["float32", "float64"]')
     spec = parse_spec(text)
     assert spec.axis_dict["dtype"] == ("float32", "float64")
     xs = {}
     for chunk in make_plan(spec):
-        probs = runner._make_problems(chunk, instance_keys(spec.seed, chunk.instances)[0])
+        probs = kernel_inputs(spec.seed, chunk.instances, widths=spec.widths, strategy=spec.strategy).problems
         for inst, x, z in zip(chunk.instances, np.asarray(probs.x), np.asarray(probs.z)):
             coords = (inst.cell["N"], inst.cell["K"], inst.cell["d"], inst.replicate)
             xs.setdefault(coords, {})[inst.cell["dtype"]] = (x, z)
@@ -320,9 +320,10 @@ steps = 30
 def test_portfolio_members_share_instances_and_store_their_minimum(tmp_path):
     from ftcjax.analysis.portfolio import best_over_members
     from ftcjax.sweep import runner
-    from ftcjax.sweep._testing import TINY_SPEC
+    from sweep_helpers import TINY_SPEC
     from ftcjax.sweep.plan import PROBLEM_AXES, instance_keys, make_plan
-    from ftcjax.sweep.spec import parse_spec, protocol_for_cell, spec_hash
+    from ftcjax.sweep.cells import protocol_for_cell
+    from ftcjax.sweep.spec import parse_spec, spec_hash
 
     spec = parse_spec(TINY_SPEC.replace('K = [6, 8]', 'K = 6').replace('N = "1:3"', 'N = 2') + PORTFOLIO)
     assert spec.axis_dict["member"] == ("adam-fast", "lm")
@@ -376,7 +377,7 @@ def test_best_over_members_on_hand_built_records():
     ('[[portfolio.member]]\nname = "x"\noptimizer = "newton"\n', "optimizer"),
 ])
 def test_bad_portfolio_names_the_field(table, field):
-    from ftcjax.sweep._testing import TINY_SPEC
+    from sweep_helpers import TINY_SPEC
     from ftcjax.sweep.spec import parse_spec
 
     with pytest.raises(Exception, match=field.replace("[", r"\[").replace("]", r"\]")):
@@ -384,8 +385,9 @@ def test_bad_portfolio_names_the_field(table, field):
 
 
 def test_spec_takes_the_trainer_fields_booleans_included():
-    from ftcjax.sweep._testing import TINY_SPEC
-    from ftcjax.sweep.spec import parse_spec, protocol_for_cell
+    from sweep_helpers import TINY_SPEC
+    from ftcjax.sweep.cells import protocol_for_cell
+    from ftcjax.sweep.spec import parse_spec
 
     spec = parse_spec(TINY_SPEC.replace("[train]", '[train]\nstop_on_success = false\noptimizer = "sgd"\n'
                                         'nesterov = [true, false]\nhistory_every = 10\npolish_steps = 5'))

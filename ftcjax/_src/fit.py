@@ -272,8 +272,8 @@ def _evaluate_lane(cfg: StaticConfig, state: _State, lane: _Lanes):
 
 
 def _chunked(cfg: StaticConfig, per_lane, lane_args, *shared):
-    """``per_lane`` over the leading lane axis, ``cfg.chunk`` lanes vmapped at a time (cache-sized)."""
-    return jax.lax.map(lambda xs: per_lane(*xs, *shared), lane_args, batch_size=cfg.chunk)
+    """``per_lane`` over the leading lane axis, ``cfg.lanes_per_step`` lanes vmapped at a time (cache-sized)."""
+    return jax.lax.map(lambda xs: per_lane(*xs, *shared), lane_args, batch_size=cfg.lanes_per_step)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -337,7 +337,7 @@ def validate_widths(widths, protocol: Protocol, bucket: int | None = None, form=
         if w.min() < 0:
             raise FTCInputError(f"ranks: {int(w.min())} is negative")
     else:
-        lo = networks.min_width(protocol.depth, protocol.split)
+        lo = networks.smallest_valid_width(protocol.depth, protocol.split)
         if w.min() < lo:
             raise FTCInputError(f"widths: {int(w.min())} is below {lo}, the smallest width giving every "
                                 f"hidden layer of a depth-{protocol.depth} net a neuron")
@@ -346,7 +346,7 @@ def validate_widths(widths, protocol: Protocol, bucket: int | None = None, form=
 
 
 def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None, bucket: int | None = None,
-              devices=None, pad_to: int | None = None) -> FitResult:
+              devices=None, pad_to: int | None = None, on_segment=None) -> FitResult:
     """Train one fine-tuning update per lane and judge it by every criterion.
 
     Args:
@@ -361,6 +361,9 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
       bucket: padded size (default ``max(widths)``); lanes of one bucket share one compiled kernel.
       devices: devices to split the lanes over (default all local devices).
       pad_to: pad the lane count up to at least this (fewer distinct shapes: fewer compilations).
+      on_segment: optional ``on_segment(kernel, args)``, called before every segment on every device
+        with the jitted per-segment program and its arguments (``kernel.lower(*args)`` works): for
+        profiling and memory analysis without reaching into private names.
     Returns:
       :class:`FitResult` with leading axis ``(B,)``.
     """
@@ -379,7 +382,7 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
     n_dev = len(devices)
     _, K, d = problems.x.shape
     cfg = static_config(protocol, bucket=bucket, in_dim=d, num_samples=K, form=form)
-    per = n_dev * cfg.chunk
+    per = n_dev * cfg.lanes_per_step
     Bp = int(math.ceil(max(B, pad_to or 0) / per) * per)
     local = Bp // n_dev
     crit = criteria.criterion_index(protocol.criterion)
@@ -411,7 +414,10 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
         hist = []
         n_seg = int(math.ceil(budget / c.segment))
         for s in range(n_seg):
-            state, ys = _segment_kernel(c, state, mine, jnp.int32(s * c.segment))
+            args = (c, state, mine, jnp.int32(s * c.segment))
+            if on_segment is not None:
+                on_segment(_segment_kernel, args)
+            state, ys = _segment_kernel(*args)
             if ys is not None:
                 hist.append(ys)
             if s + 1 < n_seg and bool(jnp.all(~mine.live | state.diverged | (state.done & mine.stop_on_success))):

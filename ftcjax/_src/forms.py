@@ -67,7 +67,7 @@ class Additive:
     name: str = dataclasses.field(default="additive", init=False)
 
     def min_size(self, cfg) -> int:
-        return networks.min_width(cfg.depth, cfg.split)
+        return networks.smallest_valid_width(cfg.depth, cfg.split)
 
     def init(self, key, size, cfg, frozen=()):
         return networks.init_mlp(key, size, in_dim=cfg.in_dim, depth=cfg.depth, bucket=cfg.bucket,

@@ -20,7 +20,7 @@ rank-1 updates that runs far from peak under vmap. Cholesky squares the conditio
 damping ``mu > 0`` keeps ``A + mu D`` positive definite, float64 (the default) leaves ~8 digits after
 squaring a condition number of 1e4, and a step that comes out wrong is simply rejected by the loss
 test. Memory per lane: ``K x P`` for ``J`` plus ``P x P`` for ``A`` (float64: 8 (K P + P^2) bytes; a
-3-layer 12 + 12 net at d = 10 has P = 301, at K = 1000: 3.1 MB), so keep ``Protocol.chunk`` small
+3-layer 12 + 12 net at d = 10 has P = 301, at K = 1000: 3.1 MB), so keep ``Protocol.lanes_per_step`` small
 on CPU to stay in cache.
 """
 from __future__ import annotations

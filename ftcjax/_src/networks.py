@@ -53,7 +53,7 @@ def hidden_widths(m, depth: int, split: Sequence[int] | None = None) -> tuple:
     return tuple([bounds[0]] + [bounds[i] - bounds[i - 1] for i in range(1, len(bounds))])
 
 
-def min_width(depth: int, split: Sequence[int] | None = None) -> int:
+def smallest_valid_width(depth: int, split: Sequence[int] | None = None) -> int:
     """Smallest total width giving every hidden layer at least one neuron."""
     m = depth - 1
     while min(hidden_widths(m, depth, split)) < 1:

@@ -68,13 +68,56 @@ def _check_int(name, value, lo, hi=None):
         raise FTCInputError(f"{name}: {value!r} exceeds {hi[0]} = {hi[1]}")
 
 
+def is_data_file(data) -> bool:
+    """True when ``data`` names a file of the user's own samples (``*.npz``), not a distribution."""
+    return isinstance(data, str) and data.endswith(".npz")
+
+
+def load_data_file(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``x (K, d)``, ``y (K,)`` (the labels ``f`` was trained on) and optional ``f_x (K,)`` of an ``.npz`` file.
+
+    Raises :class:`FTCInputError` naming ``data`` and the file for a missing file, missing arrays, bad
+    shapes, non-finite values or repeated samples.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: np.asarray(f[k]) for k in f.files}
+    except FileNotFoundError:
+        raise FTCInputError(f"data: file {path!r} does not exist") from None
+    except (OSError, ValueError) as e:
+        raise FTCInputError(f"data: {path!r} is not a readable .npz file ({e})") from None
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise FTCInputError(f"data: {path!r} has no array {missing[0]!r} (it needs x (K, d), y (K,) and may "
+                            f"have f_x (K,); it has {', '.join(sorted(arrays)) or 'none'})")
+    x, y, f_x = arrays["x"], arrays["y"], arrays.get("f_x")
+    x = x[:, None] if x.ndim == 1 else x
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise FTCInputError(f"data: {path!r}: x has shape {x.shape}, expected (K, d)")
+    for name, a in (("y", y), ("f_x", f_x)):
+        if a is not None and a.shape != (x.shape[0],):
+            raise FTCInputError(f"data: {path!r}: {name} has shape {a.shape}, expected ({x.shape[0]},) to match x")
+    for name, a in (("x", x), ("y", y), ("f_x", f_x)):
+        if a is not None and (a.dtype.kind not in "fiu" or not np.isfinite(a).all()):
+            raise FTCInputError(f"data: {path!r}: {name} must hold finite numbers")
+    if np.unique(x, axis=0).shape[0] != x.shape[0]:
+        raise FTCInputError(f"data: {path!r}: x has repeated samples (the theory needs distinct x)")
+    return x, y, f_x
+
+
 def validate_problem_args(*, K, d, N, data="gaussian", labels="uniform", frozen="interpolant",
                           dtype="float64") -> None:
     """Raise :class:`FTCInputError` naming the first bad argument of :func:`make_problem`."""
     _check_int("K", K, 1)
     _check_int("d", d, 1)
     _check_int("N", N, 0, ("K", K))
-    _check_choice("data", data, DATA)
+    if is_data_file(data):
+        x, _, _ = load_data_file(data)
+        if x.shape != (int(K), int(d)):
+            raise FTCInputError(f"data: {data!r} holds K = {x.shape[0]} samples of d = {x.shape[1]}, but K = {K}, "
+                                f"d = {d} were asked for")
+    else:
+        _check_choice("data", data, DATA)
     _check_choice("labels", labels, LABELS)
     _check_choice("frozen", frozen, FROZEN)
     _check_choice("dtype", dtype, DTYPES)
@@ -172,14 +215,25 @@ def _assemble(x, f_x, y_new, changed, f_fit_mse):
     return Problem(x=x, f_x=f_x, y=y, changed=changed, z=z, f_fit_mse=f_fit_mse)
 
 
-def _make_random(key, K, d, N, data, labels, frozen, dtype):
+def _make_random(key, K, d, N, data, labels, frozen, dtype, given=None):
+    """A problem on drawn inputs and original labels, or on ``given = (x, y, f_x or None)`` from a file."""
     kx, kmask, klab, korig, kf = (jax.random.fold_in(key, i) for i in range(5))
-    x = _inputs(kx, K, d, data, dtype)
+    if given is None:
+        x = _inputs(kx, K, d, data, dtype)
+        y_orig = jax.random.uniform(korig, (K,), dtype, -1.0, 1.0)
+    else:
+        x, y_orig = jnp.asarray(given[0], dtype), jnp.asarray(given[1], dtype)
     # N random positions: the first N of a random permutation (N may be traced).
     changed = jax.random.permutation(kmask, K) < N
-    y_orig = jax.random.uniform(korig, (K,), dtype, -1.0, 1.0)
-    if callable(frozen):
-        f_x = jnp.asarray(frozen(x), dtype).reshape(K)
+    if given is not None and given[2] is not None:  # the file says what the frozen f outputs
+        f_x = jnp.asarray(given[2], dtype)
+        fit = jnp.mean((f_x - y_orig) ** 2)
+    elif callable(frozen):
+        out = jnp.asarray(frozen(x))
+        if out.shape not in ((K,), (K, 1)):
+            raise FTCInputError(f"frozen: the callable returned shape {tuple(out.shape)} for x of shape "
+                                f"{tuple(x.shape)}; it must return f(x) of shape ({K},)")
+        f_x = out.astype(dtype).reshape(K)
         fit = jnp.full((), jnp.nan, dtype)  # a user's f was not trained on y_orig
     elif frozen == "interpolant":
         # An ideal pre-trained net interpolating the original labels (one exists by memorisation).
@@ -215,6 +269,8 @@ def make_problem(key, *, K: int, d: int, N, data: str = "gaussian", labels: str 
       key: PRNG key; every random choice (inputs, changed set, labels, ``f``) folds from it.
       K: number of samples; d: input dimension; N: number of changed labels (int, may be traced).
       data: ``"gaussian"`` (``N(0, I_d)``, the paper's), ``"sphere"`` (uniform on the unit sphere),
+        a path ``"*.npz"`` of your own samples (``x (K, d)``, the original labels ``y (K,)`` and
+        optionally the frozen net's outputs ``f_x (K,)``; without ``f_x``, ``frozen`` says what ``f`` is),
         ``"collinear"`` (equally spaced on a random line), ``"worst_case"`` (the 2-layer worst case of
         paper-notes section 4, ``K >= 3N + 2``) or ``"alternating"`` (alternating turns, forcing
         ``K - 2`` neurons); the last two fix ``z`` themselves.
@@ -229,11 +285,24 @@ def make_problem(key, *, K: int, d: int, N, data: str = "gaussian", labels: str 
       A :class:`Problem` with arrays of shapes ``x (K, d)``, others ``(K,)``.
     """
     validate_problem_args(K=K, d=d, N=N, data=data, labels=labels, frozen=frozen, dtype=dtype)
+    given = load_data_file(data) if is_data_file(data) else None
     with jax.enable_x64(dtype == "float64"):
         jdtype = jnp.dtype(dtype)
         if data in _STRUCTURED:
             return _make_structured(key, int(K), int(d), N, data, jdtype)
-        return _make_random(key, int(K), int(d), N, data, labels, frozen, jdtype)
+        return _check_frozen_output(_make_random(key, int(K), int(d), N, data, labels, frozen, jdtype, given),
+                                    frozen)
+
+
+def _check_frozen_output(problem: Problem, frozen) -> Problem:
+    """A user's ``f`` must give finite outputs: NaN would flow through training and read as censored."""
+    if callable(frozen) and not isinstance(problem.f_x, jax.core.Tracer):
+        bad = ~np.isfinite(np.asarray(problem.f_x))
+        if bad.any():
+            idx = np.argwhere(bad)[0]
+            raise FTCInputError(f"frozen: the callable returned a non-finite value {np.asarray(problem.f_x)[tuple(idx)]}"
+                                f" at index {tuple(int(i) for i in idx)}; f(x) must be finite")
+    return problem
 
 
 def make_problems(key, *, num: int, K: int, d: int, N, data: str = "gaussian", labels: str = "uniform",
@@ -244,20 +313,40 @@ def make_problems(key, *, num: int, K: int, d: int, N, data: str = "gaussian", l
     """
     _check_int("num", num, 1)
     validate_problem_args(K=K, d=d, N=N, data=data, labels=labels, frozen=frozen, dtype=dtype)
+    if np.shape(N) not in ((), (num,)):
+        raise FTCInputError(f"N: shape {np.shape(N)} must be a scalar or (num,) = ({num},)")
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num))
     n = np.broadcast_to(np.asarray(N), (num,))
-    if data in _STRUCTURED:
+    if data in _STRUCTURED or is_data_file(data):
         probs = [make_problem(keys[i], K=K, d=d, N=int(n[i]), data=data, labels=labels,
                               frozen=frozen, dtype=dtype) for i in range(num)]
         return stack_problems(probs)
     with jax.enable_x64(dtype == "float64"):
         jdtype = jnp.dtype(dtype)
         make = jax.vmap(lambda k, nn: _make_random(k, int(K), int(d), nn, data, labels, frozen, jdtype))
-        return make(keys, jnp.asarray(n))
+        return _check_frozen_output(make(keys, jnp.asarray(n)), frozen)
 
 
 def stack_problems(problems) -> Problem:
-    """Stack same-shape problems into a batch with a leading axis."""
+    """Stack same-shape problems (one each, ``x (K, d)``) into a batch with a leading axis.
+
+    LoRA problems (:func:`ftcjax.make_lora_problem`, frozen nets of one shape) stack the same way.
+    """
+    from ftcjax._src.lora import LoRAProblem  # lora imports this module: not at the top
+
+    problems = list(problems)
+    if not problems:
+        raise FTCInputError("problems: need at least one problem to stack")
+    kind = type(problems[0]) if isinstance(problems[0], LoRAProblem) else Problem
+    for i, p in enumerate(problems):
+        if not isinstance(p, kind):
+            raise FTCInputError(f"problems[{i}]: expected an ftcjax.{kind.__name__}, got {type(p).__name__}")
+        if np.ndim(p.x) != 2:
+            raise FTCInputError(f"problems[{i}]: x has shape {tuple(np.shape(p.x))}; stack single problems x (K, d)")
+        if np.shape(p.x) != np.shape(problems[0].x):
+            (k0, d0), (k, d) = np.shape(problems[0].x), np.shape(p.x)
+            raise FTCInputError(f"problems[{i}]: K = {k}, d = {d} differ from problems[0] (K = {k0}, d = {d0}); "
+                                "a batch needs one K and d")
     return jax.tree.map(lambda *a: jnp.stack(a), *problems)
 
 

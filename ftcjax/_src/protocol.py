@@ -6,7 +6,7 @@ budget, tolerances, criterion; changing them never recompiles).
 
 What recompiles: ``depth``, ``split``, ``optimizer`` (the name, or the identity of a custom optax
 transformation), ``schedule``, ``segment``, ``dtype``, ``lbfgs_memory``, ``nesterov``, ``lm_damping``,
-``history_every``, ``chunk``, ``unroll`` and the shapes (bucket, K, d, lane count). Everything else
+``history_every``, ``lanes_per_step``, ``unroll`` and the shapes (bucket, K, d, lane count). Everything else
 (learning rate and its width scaling, betas, eps, weight decay, momentum, clipping, the LM damping
 start, step budgets, tolerances, criterion, ``stop_on_success``) is a per-lane array.
 """
@@ -68,7 +68,7 @@ class Protocol:
       dtype: ``"float64"`` (reference) or ``"float32"``.
       matmul_precision: XLA matmul precision (``"highest"`` avoids TF32 on GPUs).
       lbfgs_memory: L-BFGS history size.
-      chunk: runs vmapped together inside a device (keeps the working set in cache on CPU).
+      lanes_per_step: runs vmapped together inside a device per lax.map step (keeps the working set in cache on CPU).
       unroll: ``lax.scan`` unroll of the training loop.
       train_seed: folded into every training key when nonzero: the same instances trained from new
         initialisations (the noise floor of a convergence check); 0 keeps the original keys.
@@ -104,7 +104,7 @@ class Protocol:
     dtype: str = "float64"
     matmul_precision: str = "highest"
     lbfgs_memory: int = 10
-    chunk: int = 4
+    lanes_per_step: int = 4
     unroll: int = 4
     train_seed: int = 0
 
@@ -148,7 +148,7 @@ class StaticConfig(NamedTuple):
     nesterov: bool
     lm_damping: str
     history_every: int
-    chunk: int
+    lanes_per_step: int
     unroll: int
     bucket: int
     in_dim: int
@@ -188,7 +188,7 @@ def validate_protocol(p: Protocol) -> None:
         raise FTCInputError(f"dtype: unknown value {p.dtype!r}; choose float32 or float64")
     if p.matmul_precision not in PRECISIONS:
         raise FTCInputError(f"matmul_precision: unknown value {p.matmul_precision!r}; choose one of {', '.join(PRECISIONS)}")
-    for name in ("steps", "segment", "restarts", "lbfgs_memory", "chunk", "unroll"):
+    for name in ("steps", "segment", "restarts", "lbfgs_memory", "lanes_per_step", "unroll"):
         _positive_int(name, getattr(p, name))
     if isinstance(p.train_seed, bool) or not isinstance(p.train_seed, (int, np.integer)) or not 0 <= p.train_seed < 2**32:
         raise FTCInputError(f"train_seed: {p.train_seed!r} must be an integer in [0, 2**32)")
@@ -226,7 +226,7 @@ def static_config(p: Protocol, *, bucket: int, in_dim: int, num_samples: int, fo
     return StaticConfig(depth=p.depth, split=p.split, optimizer=p.optimizer, schedule=p.schedule,
                         segment=min(p.segment, p.steps), dtype=p.dtype, lbfgs_memory=p.lbfgs_memory,
                         nesterov=bool(p.nesterov), lm_damping=p.lm_damping,
-                        history_every=int(p.history_every), chunk=p.chunk, unroll=p.unroll, bucket=int(bucket), in_dim=int(in_dim),
+                        history_every=int(p.history_every), lanes_per_step=p.lanes_per_step, unroll=p.unroll, bucket=int(bucket), in_dim=int(in_dim),
                         num_samples=int(num_samples), form=_default_form() if form is None else form)
 
 

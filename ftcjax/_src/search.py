@@ -601,10 +601,38 @@ def _problem_summary(problems: Problem, protocol: Protocol) -> tuple:
     return summaries, flags[:, criteria.criterion_index(protocol.criterion)]
 
 
+def _check_protocol(protocol) -> None:
+    if not isinstance(protocol, Protocol):
+        hint = " (build one with ftcjax.Protocol(**your_dict))" if isinstance(protocol, dict) else ""
+        raise FTCInputError(f"protocol: expected an ftcjax.Protocol, got {type(protocol).__name__}{hint}")
+
+
+def _check_problems(name: str, problems, *, batched: bool) -> None:
+    from ftcjax._src.lora import LoRAProblem
+
+    if not isinstance(problems, (Problem, LoRAProblem)):
+        raise FTCInputError(f"{name}: expected an ftcjax.Problem (see ftcjax.make_problem) or a "
+                            f"LoRAProblem (ftcjax.make_lora_problem), got {type(problems).__name__}")
+    shape = tuple(np.shape(problems.x))
+    if batched and len(shape) != 3:
+        raise FTCInputError(f"{name}: x has shape {shape}, one problem; min_width_batch needs a batch "
+                            "x (n, K, d) (ftcjax.make_problems or ftcjax.stack_problems), or call min_width")
+    if not batched and len(shape) != 2:
+        raise FTCInputError(f"{name}: x has shape {shape}, a batch; min_width takes one problem x (K, d): "
+                            "call min_width_batch for a batch")
+
+
+def _is_single_key(keys) -> bool:
+    if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        return keys.ndim == 0
+    return keys.ndim == 1  # a raw uint32 key (2,)
+
+
 def min_width_batch(problems: Problem, *, keys, protocol: Protocol, widths: Sequence[int],
                     strategy: str = DEFAULT_STRATEGY, report: str = "typical",
                     rule: Optional[AdaptiveRule] = None, devices=None, form=None,
-                    return_params: bool = False) -> list:
+                    return_params: bool = False,
+                    progress: Callable[[dict], None] | None = None) -> list:
     """Minimal trainable width (or LoRA rank: any form's size) of each problem in a batch.
 
     Args:
@@ -621,9 +649,13 @@ def min_width_batch(problems: Problem, *, keys, protocol: Protocol, widths: Sequ
         holds candidate ranks and ``min_width`` is the smallest trainable rank).
       return_params: keep the trained net at the minimal width in ``WidthResult.params`` (plain
         layers of the first successful restart; the host keeps one net per successful probe).
+      progress: called after every search round with ``{"round", "probes", "instances", "trainings",
+        "trainings_done"}`` (probes and distinct instances of that round, trainings in it and so far).
     Returns:
       list of ``n`` :class:`WidthResult`.
     """
+    _check_protocol(protocol)
+    _check_problems("problems", problems, batched=True)
     if report not in REPORT_WIDTHS:
         raise FTCInputError(f"report: unknown value {report!r}; choose one of {', '.join(REPORT_WIDTHS)}")
     from ftcjax._src import forms
@@ -633,9 +665,14 @@ def min_width_batch(problems: Problem, *, keys, protocol: Protocol, widths: Sequ
     cand = _candidates(widths, protocol, form)
     n = problems.x.shape[0]
     keys = jnp.asarray(keys)
+    if _is_single_key(keys):
+        raise FTCInputError(f"keys: got one key; min_width_batch needs one key per instance, shape ({n},): "
+                            f"jax.random.split(key, {n})")
     if keys.shape[0] != n:
         raise FTCInputError(f"keys: need {n} keys (one per instance), got {keys.shape[0]}")
     probe = _kernel_probe(problems, keys, protocol, int(cand.max()), devices, form, return_params)
+    if progress is not None:
+        probe = _reporting(probe, progress, protocol.restarts)
     found = search_widths(probe, n, cand, strategy, rule=rule)
     summaries, trivial = _problem_summary(problems, protocol)
     out = [result_from_search(found, i, strategy=strategy, report=report, trivial=bool(trivial[i]),
@@ -673,10 +710,31 @@ def result_from_search(found: SearchOutcome, i: int, *, strategy: str, report: s
         rule_params=dict(found.rule_params))
 
 
+def _reporting(probe: Callable, progress: Callable[[dict], None], restarts: int) -> Callable:
+    """``probe`` that calls ``progress`` after each round (one probe call is one search round)."""
+    done = {"round": 0, "trainings_done": 0}
+
+    def wrapped(ids, ws, *rest):
+        out = probe(ids, ws, *rest)
+        trainings = sum(int(p.restarts) for p in out)
+        done["round"] += 1
+        done["trainings_done"] += trainings
+        progress({"round": done["round"], "probes": len(ids), "instances": len(set(np.asarray(ids).tolist())),
+                  "trainings": trainings, "trainings_done": done["trainings_done"]})
+        return out
+
+    return wrapped
+
+
 def min_width(problem: Problem, *, key, protocol: Protocol, widths: Sequence[int],
               strategy: str = DEFAULT_STRATEGY, report: str = "typical",
               rule: Optional[AdaptiveRule] = None, form=None, return_params: bool = False) -> WidthResult:
     """Minimal trainable width of one problem (see :func:`min_width_batch`)."""
+    _check_protocol(protocol)
+    _check_problems("problem", problem, batched=False)
+    key = jnp.asarray(key)
+    if not _is_single_key(key):
+        raise FTCInputError(f"key: shape {key.shape} holds several keys; min_width takes one key")
     batch = jax.tree.map(lambda a: jnp.asarray(a)[None], problem)
     return min_width_batch(batch, keys=jnp.asarray(key)[None], protocol=protocol, widths=widths,
                            strategy=strategy, report=report, rule=rule, form=form,

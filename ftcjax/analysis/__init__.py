@@ -1,10 +1,10 @@
 """Analysis of stored sweep results: exponent fits with honest intervals, reports, figures.
 
 Orchestration layer (plain Python + numpy). Importing this package never imports matplotlib;
-:func:`figures_command` imports :mod:`ftcjax.analysis.figures` (and with it matplotlib) lazily.
+only :mod:`ftcjax.analysis.figures` does, and nothing here imports it.
 
-Entry points used by the CLI (``ftcjax report DIR``, ``ftcjax figures DIR``) and by ``ftcjax run``:
-:func:`report_command`, :func:`figures_command`, :func:`write_default_outputs`.
+Used by the CLI (``ftcjax report DIR``) and by ``ftcjax run``: :func:`report_text`,
+:func:`write_default_outputs`; errors are raised as :class:`FTCInputError`, which only the CLI prints.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ __all__ = [
     "outliers", "noise_floor_verdicts", "GroupVerdict", "until_converged",
     "build_report", "format_report", "Report", "GroupReport", "FORMATS",
     "compare_runs", "compare_records", "Comparison", "doubled_spec_text", "find_convergence_partner",
-    "report_command", "figures_command", "write_default_outputs",
+    "report_text", "write_default_outputs",
 ]
 
 
@@ -43,56 +43,26 @@ def find_convergence_partner(run_dir: str) -> Optional[str]:
     return cand if os.path.isdir(cand) else None
 
 
-def _report_text(run_dir: str, fmt: str, compare: Optional[str], n_boot: int, seed: int) -> str:
+def report_text(run_dir, *, fmt: str = "table", compare: Optional[str] = None, n_boot: int = 1000,
+                seed: int = 0) -> str:
+    """The exponent report of a run directory, or of several merged, as text (``ftcjax report DIR...``).
+
+    ``fmt``: one of :data:`FORMATS`. ``compare``: run directory of the 2x convergence re-search
+    (default: the sibling ``DIR-x2`` if it exists).
+    Raises:
+      FTCInputError: unknown format, or no finished instances in ``run_dir``.
+    """
+    if fmt not in FORMATS:
+        raise FTCInputError(f"--format: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     records = load_records(run_dir)
     if not records:
         raise FTCInputError(f"run_dir: no finished instances in {run_dir!r}")
     comp = None
-    partner = compare if compare is not None else find_convergence_partner(run_dir)
+    single = isinstance(run_dir, (str, os.PathLike))
+    partner = compare if compare is not None else find_convergence_partner(run_dir) if single else None
     if partner is not None:
         comp = compare_runs(run_dir, partner)
     return format_report(build_report(records, n_boot=n_boot, seed=seed, convergence=comp), fmt)
-
-
-def report_command(run_dir: str, *, fmt: str = "table", output: Optional[str] = None,
-                   compare: Optional[str] = None, n_boot: int = 1000, seed: int = 0) -> int:
-    """``ftcjax report DIR``: print (or write to ``output``) the exponent report; returns an exit code.
-
-    ``fmt``: 'table', 'markdown' or 'csv'. ``compare``: run directory of the 2x convergence re-search
-    (default: the sibling ``DIR-x2`` if it exists). Bad input: message on stderr, exit code 2.
-    """
-    try:
-        if fmt not in FORMATS:
-            raise FTCInputError(f"--format: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-        text = _report_text(run_dir, fmt, compare, n_boot, seed)
-    except FTCInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if output is None or output == "-":
-        sys.stdout.write(text)
-    else:
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    return 0
-
-
-def figures_command(run_dir: str, *, out: Optional[str] = None) -> int:
-    """``ftcjax figures DIR``: write every figure the stored results allow (PNG and PDF) to ``out``.
-
-    Default ``out``: ``DIR/figures``. Figures that the data cannot support (e.g. Fig. 9 without grid
-    records at d = 10) are skipped with a note on stderr. Returns 0 when at least one figure was
-    written, 2 on bad input or when no figure could be made.
-    """
-    try:
-        from ftcjax.analysis import figures as _fig  # imports matplotlib (never at package import)
-
-        written = _fig.write_all(run_dir, out=out)
-    except FTCInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(path)
-    return 0 if written else 2
 
 
 def write_default_outputs(run_dir: str) -> None:
@@ -102,14 +72,17 @@ def write_default_outputs(run_dir: str) -> None:
     re-run with ``ftcjax report``/``ftcjax figures``); it says what failed on stderr.
     """
     for fmt, name in (("table", "report.txt"), ("markdown", "report.md"), ("csv", "report.csv")):
-        rc = report_command(run_dir, fmt=fmt, output=os.path.join(run_dir, name))
-        if rc != 0:
-            print(f"warning: could not write {name} in {run_dir}", file=sys.stderr)
+        try:
+            text = report_text(run_dir, fmt=fmt)
+        except FTCInputError as e:
+            print(f"ftcjax: warning: {name} not written in {run_dir}: {e}", file=sys.stderr)
             return
+        with open(os.path.join(run_dir, name), "w", encoding="utf-8") as fh:
+            fh.write(text)
     try:
         from ftcjax.analysis import figures as _fig
 
         _fig.write_all(run_dir, out=os.path.join(run_dir, "figures"))
     except Exception as e:  # noqa: BLE001 -- a plotting failure must not fail a finished sweep
-        print(f"warning: figures not written ({type(e).__name__}: {e}); retry with `ftcjax figures {run_dir}`",
-              file=sys.stderr)
+        print(f"ftcjax: warning: figures not written ({type(e).__name__}: {e}); retry with "
+              f"`ftcjax figures {run_dir}`", file=sys.stderr)

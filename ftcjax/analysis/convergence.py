@@ -8,16 +8,15 @@ doubling the budget moves it, it was not yet a measurement of capacity. The chec
    ``ftcjax.sweep.plan``, so the new run sees exactly the same instances);
 2. :func:`compare_runs` pairs the instances of the two run directories and counts moved widths.
 
-Command line (the ``ftcjax`` CLI may wire the same functions)::
+Command line (``python -m ftcjax.analysis ...`` is an alias of ``ftcjax convergence ...``)::
 
-    python -m ftcjax.analysis double sweeps/default.toml runs/default-x2.toml [--only d=2]
+    ftcjax convergence double sweeps/default.toml runs/default-x2.toml [--only d=2]
     ftcjax run runs/default-x2.toml --out runs/default-x2
-    python -m ftcjax.analysis compare runs/default runs/default-x2
+    ftcjax convergence compare runs/default runs/default-x2
     ftcjax report runs/default        # finds runs/default-x2 by itself and prints the comparison
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -283,85 +282,11 @@ def compare_runs(dir_a: str, dir_b: str, *, ignore: Sequence[str] = _IGNORED) ->
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m ftcjax.analysis {double|reseed|budget SPEC OUT | compare A B | verdict BASE RESEED BUDGET |
-    until SPEC OUT}``."""
-    ap = argparse.ArgumentParser(prog="python -m ftcjax.analysis",
-                                 description="Convergence check: same instances, 2x steps and restarts.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("double", help="write SPEC with steps and restarts doubled to OUT")
-    d.add_argument("spec")
-    d.add_argument("out")
-    d.add_argument("--factor", type=int, default=2)
-    d.add_argument("--only", action="append", default=[], metavar="AXIS=V1,V2",
-                   help="re-search only these grid values (repeatable), e.g. --only d=2")
-    rs = sub.add_parser("reseed", help="write SPEC with new training seeds (the noise floor) to OUT")
-    rs.add_argument("spec")
-    rs.add_argument("out")
-    rs.add_argument("--train-seed", type=int, default=1)
-    bu = sub.add_parser("budget", help="write SPEC with only steps (or only restarts) multiplied to OUT")
-    bu.add_argument("spec")
-    bu.add_argument("out")
-    bu.add_argument("--axis", choices=("steps", "restarts"), required=True)
-    bu.add_argument("--factor", type=int, default=2)
-    vd = sub.add_parser("verdict", help="budget shift vs noise floor per group: BASE RESEED BUDGET run dirs")
-    vd.add_argument("base")
-    vd.add_argument("reseed")
-    vd.add_argument("budget")
-    un = sub.add_parser("until", help="run SPEC into OUT, doubling the budget of moving groups until converged")
-    un.add_argument("spec")
-    un.add_argument("out")
-    un.add_argument("--max-factor", type=int, default=8)
-    c = sub.add_parser("compare", help="count minimal widths that moved between DIR_A and DIR_B")
-    c.add_argument("dir_a")
-    c.add_argument("dir_b")
-    c.add_argument("--json", action="store_true", help="print the comparison as JSON")
-    args = ap.parse_args(argv)
-    try:
-        if args.cmd == "double":
-            with open(args.spec, "r", encoding="utf-8") as fh:
-                text = doubled_spec_text(fh.read(), factor=args.factor, subset=_parse_subset(args.only))
-            with open(args.out, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            print(f"wrote {args.out}")
-            return 0
-        if args.cmd in ("reseed", "budget"):
-            with open(args.spec, "r", encoding="utf-8") as fh:
-                try:
-                    data = tomllib.loads(fh.read())
-                except tomllib.TOMLDecodeError as e:
-                    raise FTCInputError(f"spec: TOML syntax error: {e}") from None
-            out = (reseeded_spec_dict(data, train_seed=args.train_seed) if args.cmd == "reseed"
-                   else budget_spec_dict(data, args.axis, factor=args.factor))
-            with open(args.out, "w", encoding="utf-8") as fh:
-                fh.write(dump_toml(out))
-            print(f"wrote {args.out}")
-            return 0
-        if args.cmd == "verdict":
-            from ftcjax.analysis.records import load_records
+    """``python -m ftcjax.analysis ACTION ...``: a thin alias of ``ftcjax convergence ACTION ...`` (the
+    actions are subcommands of the one ``ftcjax`` parser, see :mod:`ftcjax._convergence_cli`)."""
+    from ftcjax.cli import main as cli_main
 
-            v = noise_floor_verdicts(load_records(args.base), load_records(args.reseed), load_records(args.budget))
-            print(format_verdicts(v))
-            return 0
-        if args.cmd == "until":
-            with open(args.spec, "r", encoding="utf-8") as fh:
-                try:
-                    data = tomllib.loads(fh.read())
-                except tomllib.TOMLDecodeError as e:
-                    raise FTCInputError(f"spec: TOML syntax error: {e}") from None
-            st = until_converged(data, args.out, run=_run_spec_dir, max_factor=args.max_factor)
-            print(format_until(st, args.max_factor))
-            return 0
-        comp = compare_runs(args.dir_a, args.dir_b)
-        if args.json:
-            print(json.dumps({"n_paired": comp.n_paired, "n_moved": comp.n_moved, "n_down": comp.n_down,
-                              "n_up": comp.n_up, "n_censoring_changed": comp.n_censoring_changed,
-                              "per_group": comp.per_group}, indent=2))
-        else:
-            print("\n".join(comp.summary_lines()))
-        return 0
-    except (FTCInputError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli_main(["convergence", *(sys.argv[1:] if argv is None else list(argv))])
 
 
 if __name__ == "__main__":

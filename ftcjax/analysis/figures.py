@@ -21,13 +21,14 @@ from typing import Optional, Sequence
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
 from ftcjax._src.errors import FTCInputError
 from ftcjax.analysis import records as _rec
 from ftcjax.analysis import stats as _stats
 
-__all__ = ["fig_paper9", "fig_width_vs_N", "fig_width_vs_K", "fig_distribution", "write_all",
+__all__ = ["fig_paper9", "fig_width_vs_N", "fig_width_vs_K", "fig_distribution", "write_all", "select_records",
+           "readable_label", "FORMATS",
            "reference_curves", "FIGURES", "LABEL_N", "LABEL_M", "LABEL_K", "LABEL_M_INST"]
 
 LABEL_N = "N (changed samples)"
@@ -63,8 +64,88 @@ def json_key(cell: dict) -> str:
     return repr(sorted(cell.items()))
 
 
+_CAPTION_PT = 6.5
+
+
 def _add_caption(fig: Figure, text: str) -> None:
-    fig.text(0.005, 0.005, text, fontsize=6.5, ha="left", va="bottom", wrap=True, color="0.25")
+    """The protocol line under the figure, wrapped to the figure's width, with room kept for it."""
+    t = fig.text(0.005, 0.005, text, fontsize=_CAPTION_PT, ha="left", va="bottom", color="0.25", gid="caption")
+    t.raw_caption = text
+    _fit_caption(fig)
+
+
+def _fit_caption(fig: Figure) -> None:
+    """(Re)wrap the caption for the current figure size and reserve its height below the axes."""
+    import textwrap
+
+    for t in fig.texts:
+        if t.get_gid() != "caption":
+            continue
+        chars = max(40, int(fig.get_figwidth() * 72 / (_CAPTION_PT * 0.52)))
+        lines = textwrap.wrap(t.raw_caption, chars)
+        t.set_text("\n".join(lines))
+        # + 16 pt: tick labels at the very end of a colour bar reach below what the layout reserves
+        bottom = (len(lines) * _CAPTION_PT * 1.25 + 16) / 72 / fig.get_figheight()
+        engine = fig.get_layout_engine()
+        _, _, w, h = engine.get()["rect"]
+        top = min(1.0, h + engine.get()["rect"][1])
+        engine.set(rect=(0, bottom, w, top - bottom))
+
+
+_AXIS_NAMES = {"learning_rate": "lr", "rel_eps": "rel_eps", "restarts": "restarts", "steps": "steps"}
+
+
+def readable_label(key, *, skip: Sequence[str] = (), show: Optional[Sequence[str]] = None) -> str:
+    """A group key as a reader would write it: '3-layer, d = 2, relative criterion, lr 0.005'.
+
+    Only the axes in ``show`` (those that tell the groups of one figure apart; default all) appear,
+    ``skip`` ones (what a panel already says) never.
+    """
+    items = dict(key)
+    names = [k for k in items if k not in skip and (show is None or k in show)]
+    order = ["depth", "criterion", "N", "K", "d"]
+    names.sort(key=lambda k: order.index(k) if k in order else len(order))
+    parts = []
+    for k in names:
+        v = items[k]
+        if k == "depth":
+            parts.append(f"{v}-layer")
+        elif k == "criterion":
+            parts.append(f"{v} criterion")
+        elif k in ("N", "K", "d"):
+            parts.append(f"{k} = {v}")
+        else:
+            parts.append(f"{_AXIS_NAMES.get(k, k)} {v}")
+    return ", ".join(parts) if parts else "all instances"
+
+
+def _thin(values, most: int = 10) -> list:
+    """At most ``most`` of the sorted values, evenly spread, first and last kept."""
+    v = sorted({float(x) for x in values})
+    if len(v) <= most:
+        return v
+    return [v[i] for i in np.unique(np.round(np.linspace(0, len(v) - 1, most)).astype(int))]
+
+
+def _log_ticks_at(axis, values) -> None:
+    """Ticks of a log axis exactly at the data's values (thinned to at most 10), plain numbers."""
+    axis.set_major_locator(FixedLocator(_thin([x for x in values if np.isfinite(x) and x > 0])))
+    axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    axis.set_minor_locator(NullLocator())
+
+
+def _integer_log_ticks(ax) -> None:
+    """Width ticks of a log y axis at integers only (1, 2, 5, 10, 20, 50, ...), plain numbers."""
+    lo, hi = ax.get_ylim()
+    lo = max(lo, 1.0)
+    ax.set_ylim(bottom=lo)
+    cands = sorted({m * 10 ** e for e in range(0, 7) for m in (1, 2, 5)})
+    ticks = [t for t in cands if lo <= t <= hi]
+    if len(ticks) < 3:
+        ticks = sorted({int(round(t)) for t in np.geomspace(lo, hi, 4) if t >= 1})
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.yaxis.set_minor_locator(NullLocator())
 
 
 def _probe_table(recs: Sequence[dict]):
@@ -101,20 +182,20 @@ def reference_curves(depth: int, N: np.ndarray, *, K: int, d: int) -> list:
     curve = lambda f: np.array([f(n) if o else np.nan for n, o in zip(Ni, ok)], dtype=float)  # noqa: E731
     out = []
     if depth == 2:
-        out += [("Thm 4.4 construction, worst case min(3N+1, K-1)", curve(lambda n: b.thm41_two_layer(n, K)[1]),
+        out += [("Thm 4.4 construction min(3N+1, K-1)", curve(lambda n: b.thm41_two_layer(n, K)[1]),
                  dict(ls="--", color="0.2")),
-                (f"slab construction 4 ceil(N/d), d={d}", curve(lambda n: b.slab_two_layer(n, d)),
+                (f"slab construction 4 ceil(N/d), d = {d}", curve(lambda n: b.slab_two_layer(n, d)),
                  dict(ls="-.", color="tab:green")),
                 ("worst-case lower bound min(3N, K-2)", curve(lambda n: b.thm41_two_layer(n, K)[0]),
                  dict(ls=":", color="0.2")),
                 # a log axis cannot show the bound's values below one neuron
-                (f"generic-data lower bound (N-1)/(d+1), d={d}",
+                (f"generic-data lower bound (N-1)/(d+1), d = {d}",
                  np.maximum(curve(lambda n: b.generic_two_layer_lower(n, d)), 1.0), dict(ls=":", color="tab:red"))]
     elif depth == 3:
         out += [("U3 = 6 sqrt(3N+2) (Thm 5.1)", curve(b.thm51_u3), dict(ls="--", color="0.2")),
                 ("tooth construction (2p+1)+4q, pq >= N", curve(b.tooth_neurons), dict(ls="-.", color="tab:green")),
                 ("worst-case lower bound (Thm 5.1)", curve(lambda n: b.thm51_lower(n, K)), dict(ls=":", color="0.2")),
-                (f"generic-data lower bound, d={d}",
+                (f"generic-data lower bound, d = {d}",
                  np.maximum(curve(lambda n: b.generic_three_layer_lower(n, d)), 1.0), dict(ls=":", color="tab:red"))]
     return out
 
@@ -221,6 +302,9 @@ def fig_paper9(records: Sequence[dict]) -> Optional[Figure]:
             ax.plot(nn, c * np.sqrt(nn), color="orange", lw=1.5, ls="--", label=f"fit {c:.2f} sqrt(N)")
         ax.set_xlim(xe[0], xe[-1])
         ax.set_ylim(ye[0], ye[-1])
+        # ticks at the cells' centres (the probed N and widths), never on the edges of the map
+        ax.xaxis.set_major_locator(FixedLocator(_thin(Ns)))
+        ax.yaxis.set_major_locator(FixedLocator(_thin(widths)))
         ax.set_xlabel(LABEL_N)
         ax.set_ylabel(LABEL_HEAT_M)
         ax.set_title(title, fontsize=10)
@@ -254,7 +338,7 @@ def _edges(vals: np.ndarray) -> np.ndarray:
 # Figure 2: minimal width against N
 
 
-def _group_line(ax, recs, label_prefix, color, *, over="N", fit=True):
+def _group_line(ax, recs, label_prefix, color, *, over="N", fit=True, censored_label=True):
     arr = _rec.instance_arrays(recs)
     xs = arr.N if over == "N" else arr.K
     xv = np.unique(xs)
@@ -290,8 +374,8 @@ def _group_line(ax, recs, label_prefix, color, *, over="N", fit=True):
         cx = xs[cens]
         cy = arr.ceiling[cens]
         ax.plot(cx, cy, "^", color=color, mfc="none", ms=7, ls="none",
-                label=f"  censored: needs > {int(np.nanmin(cy))} ({int(cens.sum())} instances)")
-    return xv
+                label="censored: needs more than the largest width" if censored_label else None)
+    return xv, bool(cens.any())
 
 
 _CONSTRUCTION_NAMES = {"thm44": ("Thm 4.4", "s"), "slab": ("slab", "D"), "tooth": ("tooth", "s")}
@@ -306,13 +390,16 @@ def _construction_markers(ax, recs, constructions, cell, color, drawn: set) -> N
                 per.setdefault(name, {}).setdefault(int(r["cell"]["N"]), []).append(n)
     for name, cn in per.items():
         title, marker = _CONSTRUCTION_NAMES.get(name, (name, "s"))
-        lab = f"{title} construction on these instances (median), K={cell.get('K')} d={cell.get('d')}"
-        if lab in drawn:  # paired instances (other criteria) give the same counts: draw once
+        where = (cell.get("K"), cell.get("d"))
+        if (name, where) in drawn:  # paired instances (other criteria) give the same counts: draw once
             continue
-        drawn.add(lab)
+        lab = f"{title} construction on these instances (median)"
+        drawn.add((name, where))
         xs = sorted(cn)
+        # one legend entry per construction: the marker colour says which group's instances
         ax.plot(xs, [float(np.median(cn[x])) for x in xs], marker, mfc="none", ms=6, ls="none",
-                color=color, label=lab)
+                color=color, label=None if lab in drawn else lab)
+        drawn.add(lab)
 
 
 def fig_width_vs_N(records: Sequence[dict], *, constructions: Optional[dict] = None) -> Optional[Figure]:
@@ -336,9 +423,12 @@ def fig_width_vs_N(records: Sequence[dict], *, constructions: Optional[dict] = N
         gs = [(k, v) for k, v in groups.items() if int(dict(k).get("depth", 0)) == depth]
         allN = []
         drawn: set = set()
+        any_cens = False
         for i, (k, v) in enumerate(gs):
-            allN += list(_group_line(ax, v, "trained " + _rec.group_label(k, skip=("depth",), show=show),
-                                     colors[i % len(colors)]))
+            xv, cens = _group_line(ax, v, readable_label(k, skip=("depth",), show=show) if len(gs) > 1
+                                   else "trained", colors[i % len(colors)], censored_label=not any_cens)
+            allN += list(xv)
+            any_cens |= cens
             used += v
             if constructions:
                 _construction_markers(ax, v, constructions, dict(k), colors[i % len(colors)], drawn)
@@ -346,16 +436,15 @@ def fig_width_vs_N(records: Sequence[dict], *, constructions: Optional[dict] = N
         Ns = np.unique(np.asarray(allN, dtype=float))
         nn = np.unique(np.round(np.geomspace(Ns.min(), Ns.max(), 40)))
         for label, vals, style in reference_curves(depth, nn, K=int(kd["K"]), d=int(kd["d"])):
-            ax.plot(nn, vals, lw=1.2, label=label + (f" (K={kd['K']})" if "K" in label else ""), **style)
+            ax.plot(nn, vals, lw=1.2, label=label + (f", K = {kd['K']}" if "K" in label else ""), **style)
         theory = _stats.theory_exponent(depth)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not 2x10^1
-            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
+        _log_ticks_at(ax.xaxis, Ns)  # the N values measured, as plain numbers
+        _integer_log_ticks(ax)
         ax.set_xlabel(LABEL_N)
         ax.set_ylabel(LABEL_M)
-        ax.set_title(f"{depth}-layer g (theory: m* ~ N^{theory:g}, worst case)", fontsize=10)
+        ax.set_title(f"{depth}-layer g: minimal width vs N (worst-case theory m* ~ N^{theory:g})", fontsize=10)
         # below the axes: inside it would hide the data (censored triangles sit at the top)
         ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(0.0, -0.1), borderaxespad=0.0)
     fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
@@ -383,9 +472,13 @@ def fig_width_vs_K(records: Sequence[dict]) -> Optional[Figure]:
     for ax, depth in zip(axes, depths):
         gs = [(k, v) for k, v in groups.items() if int(dict(k).get("depth", 0)) == depth]
         ax.set_xscale("log")
+        any_cens = False
+        Ks = set()
         for i, (k, v) in enumerate(gs):
-            _group_line(ax, v, _rec.group_label(k, skip=("depth",), show=show),
-                        colors[i % len(colors)], over="K", fit=False)
+            xv, cens = _group_line(ax, v, readable_label(k, skip=("depth",), show=show | {"N"}),
+                                   colors[i % len(colors)], over="K", fit=False, censored_label=not any_cens)
+            any_cens |= cens
+            Ks |= set(xv.tolist())
             used += v
         # what provably suffices for EVERY instance, whatever K (K-independent constructions)
         from ftcjax import bounds as b
@@ -393,13 +486,12 @@ def fig_width_vs_K(records: Sequence[dict]) -> Optional[Figure]:
         for n in sorted({int(dict(k)["N"]) for k, _ in gs}):
             if depth == 2:
                 ax.axhline(3 * n + 1, ls="--", color="0.3", lw=1,
-                           label=f"3N+1 = {3 * n + 1}: Thm 4.4 construction suffices for any K (N={n})")
+                           label=f"Thm 4.4 construction, any K: 3N+1 = {3 * n + 1} (N = {n})")
             elif depth == 3:
                 ax.axhline(b.tooth_neurons(n), ls="--", color="0.3", lw=1,
-                           label=f"{b.tooth_neurons(n)}: tooth construction suffices for any K (N={n})")
-        for axis in (ax.xaxis,):
-            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+                           label=f"tooth construction, any K: {b.tooth_neurons(n)} (N = {n})")
+        _log_ticks_at(ax.xaxis, Ks)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(LABEL_K)
         ax.set_ylabel(LABEL_M)
         ax.set_title(f"{depth}-layer g: does the width depend on K at fixed N?", fontsize=10)
@@ -453,14 +545,15 @@ def fig_distribution(records: Sequence[dict], *, max_groups: int = 8) -> Optiona
         ax.set_xticklabels([f"{int(n)}" for n in Ns])
         ax.set_xlim(-0.5, Ns.size - 0.5)
         ax.set_ylim(bottom=-0.5)  # trivial instances sit at 0
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(LABEL_N)
         ax.set_ylabel(LABEL_M_INST)
-        ax.set_title(_rec.group_label(k, show=show), fontsize=8)
+        ax.set_title(readable_label(k, show=show | {"depth", "criterion"}), fontsize=9)
         ax.legend(fontsize=6.5)
         used += v
     for ax in axes[len(groups):]:
         ax.set_axis_off()
-    fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
+    fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96), h_pad=0.1)  # room between stacked panels' ticks
     shown = "" if len(all_groups) <= max_groups else f"; first {max_groups} of {len(all_groups)} groups shown"
     _add_caption(fig, _caption(used, "black bar: median over all instances (censored counted above the ceiling)"
                                      + shown))
@@ -471,29 +564,81 @@ FIGURES = (("fig9_paper", fig_paper9), ("width_vs_N", fig_width_vs_N), ("width_v
            ("distribution", fig_distribution))
 
 
-def write_all(run_dir: str, *, out: Optional[str] = None, records: Optional[Sequence[dict]] = None) -> list:
-    """Write every figure the records support as ``<out>/<name>.png`` and ``.pdf``; returns the paths.
+FORMATS = ("png", "pdf", "svg")
 
-    ``out`` defaults to ``<run_dir>/figures``; ``records`` (if given) replaces loading from run_dir.
+
+def select_records(records: Sequence[dict], groups: Optional[dict]) -> list:
+    """The records whose cell has, for every axis in ``groups``, one of the listed values.
+
+    ``groups``: {axis: [values]} (e.g. from ``--groups d=2,10 --groups criterion=relative``).
+    Raises FTCInputError naming an axis no record has, or a selection that keeps nothing.
     """
+    if not groups:
+        return list(records)
+    axes = set().union(*(r["cell"] for r in records)) if records else set()
+    for axis in groups:
+        if axis not in axes:
+            raise FTCInputError(f"--groups: no record has the axis {axis!r}; axes: {', '.join(sorted(axes))}")
+    kept = [r for r in records if all(_matches(r["cell"][a], vs) for a, vs in groups.items())]
+    if not kept:
+        raise FTCInputError(f"--groups: no record matches {groups}")
+    return kept
+
+
+def _matches(value, wanted) -> bool:
+    return any(value == w or (isinstance(w, str) and str(value) == w) for w in wanted)
+
+
+def write_all(run_dir, *, out: Optional[str] = None, records: Optional[Sequence[dict]] = None,
+              groups: Optional[dict] = None, caption: bool = True, formats: Sequence[str] = ("png", "pdf"),
+              size: Optional[tuple] = None, dpi: int = 130) -> list:
+    """Write every figure the records support as ``<out>/<name>.<format>``; returns the paths.
+
+    ``run_dir``: one run directory or several (merged). ``out`` defaults to ``<run_dir>/figures`` (of
+    the first); ``records`` (if given) replaces loading from run_dir. ``groups``: keep only these axis
+    values (:func:`select_records`). ``caption``: the protocol line under each figure. ``formats``:
+    any of :data:`FORMATS`. ``size``: (width, height) in inches for every figure (default each its own).
+    """
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise FTCInputError(f"--format: {', '.join(bad) or 'nothing'} given; choose from {', '.join(FORMATS)}")
+    if size is not None and (len(size) != 2 or not all(np.isfinite(v) and 1 <= v <= 50 for v in size)):
+        raise FTCInputError(f"--size: {size!r} must be WIDTH,HEIGHT in inches, each between 1 and 50")
+    dirs = ([] if run_dir is None else [os.fspath(run_dir)] if isinstance(run_dir, (str, os.PathLike))
+            else [os.fspath(d) for d in run_dir])
     if records is None:
-        records = _rec.load_records(run_dir)
+        records = _rec.load_records(dirs if len(dirs) > 1 else dirs[0])
     if not records:
-        raise FTCInputError(f"run_dir: no finished instances in {run_dir!r}")
-    out = out or os.path.join(os.fspath(run_dir), "figures")
+        raise FTCInputError(f"run_dir: no finished instances in {' '.join(dirs)!r}")
+    records = select_records(records, groups)
+    out = out or os.path.join(dirs[0], "figures")
     os.makedirs(out, exist_ok=True)
     written = []
     constructions = None
-    if run_dir is not None and os.path.isdir(os.fspath(run_dir)):
+    if dirs and all(os.path.isdir(d) for d in dirs):
         from ftcjax.analysis.instances import construction_counts
 
-        constructions = construction_counts(records, os.fspath(run_dir))
+        constructions = {}
+        for d in dirs:  # each directory regenerates its own instances from its own seed
+            mine = select_records(_rec.load_records(d), groups) if len(dirs) > 1 else records
+            counts = construction_counts(mine, d) if mine else {}
+            if counts is None:
+                constructions = None
+                break
+            constructions.update(counts)
     for name, fn in FIGURES:
         fig = fn(records, constructions=constructions) if fn is fig_width_vs_N else fn(records)
         if fig is None:
             continue
-        for ext in ("png", "pdf"):
+        if not caption:
+            for t in [t for t in fig.texts if t.get_gid() == "caption"]:
+                t.remove()
+            fig.get_layout_engine().set(rect=(0, 0, 1, 1))
+        if size is not None:
+            fig.set_size_inches(*size)
+            _fit_caption(fig)
+        for ext in formats:
             path = os.path.join(out, f"{name}.{ext}")
-            fig.savefig(path, dpi=130)
+            fig.savefig(path, dpi=dpi)
             written.append(path)
     return written

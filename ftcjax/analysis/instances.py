@@ -35,8 +35,8 @@ def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances:
     """
     if len(records) > max_instances:
         return None
-    from ftcjax._src.problems import make_problem
-    from ftcjax.sweep.plan import Instance, instance_keys
+    from ftcjax.sweep.cells import instance_problems
+    from ftcjax.sweep.plan import Instance
     from ftcjax.sweep.store import RunDir
 
     try:
@@ -46,16 +46,15 @@ def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances:
     from ftcjax import constructions as C
 
     out = {}
-    insts = [Instance(dict(r["cell"]), int(r.get("replicate", 0))) for r in records]
-    pkeys, _ = instance_keys(seed, insts)
-    for i, (rec, inst) in enumerate(zip(records, insts)):
+    kept = [r for r in records if int(r["cell"]["depth"]) in (2, 3) and int(r["cell"]["N"]) >= 1]
+    insts = [Instance(dict(r["cell"]), int(r.get("replicate", 0))) for r in kept]
+    try:
+        problems = instance_problems(seed, insts)  # the runner's own mapping from cell to problem
+    except (KeyError, ValueError):  # records of another schema: the instances cannot be rebuilt
+        return None
+    for rec, inst, prob in zip(kept, insts, problems):
         c = inst.cell
-        depth, N, K, d = int(c["depth"]), int(c["N"]), int(c["K"]), int(c["d"])
-        if depth not in (2, 3) or N < 1:
-            continue
-        prob = make_problem(pkeys[i], K=K, d=d, N=N, data=c.get("data", "gaussian"),
-                            labels=c.get("labels", "uniform"), frozen=c.get("frozen", "interpolant"),
-                            dtype=c.get("dtype", "float64"))
+        depth, N, K = int(c["depth"]), int(c["N"]), int(c["K"])
         x = np.asarray(prob.x, dtype=np.float64)
         z = np.asarray(prob.z, dtype=np.float64)
         changed = np.asarray(prob.changed, dtype=bool)

@@ -20,11 +20,19 @@ __all__ = ["load_records", "group_records", "search_rule_of", "InstanceArrays", 
            "protocol_summary", "width_from_probes", "width_interval"]
 
 
-def load_records(run_dir: str) -> list:
-    """All instance records of a run directory (read with the sweep store's loader).
+def load_records(run_dir) -> list:
+    """All instance records of a run directory, or of several merged (read with the store's loader).
 
-    Raises FTCInputError when run_dir does not exist.
+    Several directories: records of the same sweep (spec hash) and instance are counted once, so a
+    directory and a copy of part of it merge to the directory itself.
+    Raises FTCInputError when a run_dir does not exist.
     """
+    if not isinstance(run_dir, (str, os.PathLike)):
+        merged: dict = {}
+        for one in run_dir:
+            for rec in load_records(one):
+                merged.setdefault((rec.get("spec_hash"), rec.get("instance_id")), rec)
+        return list(merged.values())
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
         raise FTCInputError(f"run_dir: {run_dir!r} is not a directory")
@@ -112,10 +120,13 @@ def width_from_probes(rec: dict, criterion: str) -> tuple:
     Returns (width or None, censored, trivial). Exact only when the probes cover every candidate
     width (grid strategy); for a bisection the probes of another criterion are a subset, and the
     smallest passing probe is only an upper bound, so callers use this only for grid records.
-    A probe passes when any restart passes (the search's own rule).
+    A probe passes by the search's own rule: at least ``min_successes`` restarts meet the criterion
+    (:func:`ftcjax.sweep.record.probe_passes`; the record's protocol says how many).
     """
+    from ftcjax.sweep.record import probe_passes
+
     probes = sorted(rec.get("probes", []), key=lambda p: p["width"])
-    passing = [p["width"] for p in probes if any(p.get("passed", {}).get(criterion, []))]
+    passing = [p["width"] for p in probes if probe_passes(rec, p, criterion)]
     if not passing:
         return None, True, False
     w = min(passing)

@@ -21,7 +21,7 @@ from ftcjax.analysis import stats as _stats
 
 __all__ = ["GroupReport", "Report", "build_report", "choose_axis", "format_report", "FORMATS"]
 
-FORMATS = ("table", "markdown", "csv")
+FORMATS = ("table", "markdown", "csv", "json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,7 +329,7 @@ def _protocol_lines(rep: Report) -> list:
 def _convergence_lines(rep: Report) -> list:
     if rep.convergence is None:
         return ["convergence: NOT CHECKED for this run. Re-search the same instances with twice the steps "
-                "and restarts (python -m ftcjax.analysis double SPEC DIR-x2.toml [--only AXIS=V]; "
+                "and restarts (ftcjax convergence double SPEC DIR-x2.toml [--only AXIS=V]; "
                 "ftcjax run DIR-x2.toml --out DIR-x2); the report then finds DIR-x2 and counts the widths "
                 "that moved. Until then the widths measure this protocol, not yet capacity."]
     return rep.convergence.summary_lines()
@@ -367,10 +367,21 @@ def _summary_row(g: GroupReport, r: dict) -> list:
 
 
 def format_report(rep: Report, fmt: str = "table") -> str:
-    """Render a :class:`Report` as 'table' (terminal), 'markdown' or 'csv' (one row per group)."""
+    """Render a :class:`Report` as 'table' (terminal), 'markdown', 'csv' (one row per group) or 'json'
+    (the csv's fields per group plus its flags and per-cell rows, and the report's notes)."""
     if fmt not in FORMATS:
         raise FTCInputError(f"fmt: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     rows = _group_rows(rep)
+    if fmt == "json":
+        import json
+
+        cell_head = [rep.over, "n", "median", "iqr", "mse_zero", "flags"]
+        groups = [dict(r, flags=g.flags, fit_error=g.fit_error, unreliable=g.unreliable,
+                       cells=[dict(zip(cell_head, c)) for c in _cell_rows(g)])
+                  for g, r in zip(rep.groups, rows)]
+        return json.dumps({"over": rep.over, "groups": groups,
+                           "notes": _protocol_lines(rep) + _convergence_lines(rep)},
+                          indent=2, default=str, allow_nan=False) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         fields = []

@@ -1,7 +1,6 @@
 """Synthetic sweep records with a known exponent (for tests and for checking the analysis itself).
 
-Records follow the sweep record schema (common notes): ``WidthResult.to_dict()`` plus
-``spec_hash``, ``instance_id``, ``cell``, ``replicate``, ``protocol``. Each instance has a true
+Records are built with :func:`ftcjax.sweep.record.make_record`, the one definition the runner uses. Each instance has a true
 minimal width ``w* = round(c N^alpha exp(sigma eps))``; probes are written at EVERY candidate width
 (grid strategy) so that other criteria can be recomputed, with a loss model that makes the paper
 criterion (mse <= 0.04) trivially satisfied at small N/K, as in the paper's Fig. 9.
@@ -13,6 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ftcjax.sweep.plan import instance_id  # the store checks ids against it
+from ftcjax.sweep.record import make_record
 
 __all__ = ["synthetic_records", "step_p", "logistic_p", "dip_p", "window_p", "true_w50", "bernoulli_trainer", "search_records"]
 
@@ -63,27 +63,22 @@ def synthetic_records(*, Ns: Sequence[int], depth: int = 3, alpha: float = 0.5, 
             cell = {"depth": depth, "N": int(n), "K": int(K), "d": int(d), "data": "gaussian",
                     "labels": "uniform", "frozen": "interpolant", "criterion": criterion}
             cell.update(extra_cell or {})
-            out.append({
-                "min_width": mw, "censored": mw is None, "trivial": bool(trivial), "non_monotone": nonmono,
-                "trainings": len(widths) * restarts,
-                "problem": {"N": int(n), "K": int(K), "z_max": 1.0, "mse_zero": mse_zero},
-                "probes": probes, "spec_hash": "synthetic", "instance_id": instance_id(cell, r),
-                "cell": cell, "replicate": r,
-                "protocol": {"depth": depth, "optimizer": "adam", "steps": 100, "restarts": restarts,
-                             "criterion": criterion, "tol": 1e-3, "paper_threshold": 0.04,
-                             "dtype": "float64", "strategy": "grid", "widths": list(widths)},
-                "true_width": w_true,
-            })
+            result = {"min_width": mw, "censored": mw is None, "trivial": bool(trivial), "non_monotone": nonmono,
+                      "trainings": len(widths) * restarts, "strategy": "grid",
+                      "problem": {"N": int(n), "K": int(K), "z_max": 1.0, "mse_zero": mse_zero},
+                      "probes": probes}
+            out.append(make_record(
+                result, spec_hash="synthetic", instance_id=instance_id(cell, r), cell=cell, replicate=r,
+                protocol={"depth": depth, "optimizer": "adam", "steps": 100, "restarts": restarts,
+                          "criterion": criterion, "tol": 1e-3, "paper_threshold": 0.04,
+                          "dtype": "float64", "strategy": "grid", "widths": list(widths)},
+                true_width=w_true))
     return out
 
 
 def _next_width(widths, w):
     larger = [x for x in widths if x > w]
     return larger[0] if larger else None
-
-
-def _cellkey(cell):
-    return "-".join(f"{k}{v}" for k, v in sorted(cell.items()) if k != "N")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ MAX_INSTANCES = 1_000_000       # cells x replicates (records are a few KB each)
 # Integer fields: the largest value accepted (memory decides below these).
 VALUE_CEILINGS: dict[str, int] = {
     "K": 10_000_000, "N": 10_000_000, "d": 1_000_000, "depth": 64, "steps": 1_000_000_000,
-    "segment": 1_000_000_000, "restarts": 100_000, "lbfgs_memory": 10_000, "chunk": 100_000,
+    "segment": 1_000_000_000, "restarts": 100_000, "lbfgs_memory": 10_000, "lanes_per_step": 100_000,
     "unroll": 1_024, "width": 10_000_000, "replicates": MAX_INSTANCES, "chunk_size": 1_000_000,
 }
 
@@ -66,12 +66,12 @@ def _hidden_sizes(depth: int, width: int, split: Iterable[int] | None = None) ->
     return [int(math.ceil(width / layers))] * layers
 
 
-def peak_bytes(*, K: int, d: int, depth: int, width: int, lanes: int, chunk: int, unroll: int,
+def peak_bytes(*, K: int, d: int, depth: int, width: int, lanes: int, lanes_per_step: int, unroll: int,
                optimizer: str, lbfgs_memory: int, itemsize: int, batch: int) -> int:
     """Estimated bytes of one kernel call (see the module docstring).
 
     Per lane: parameters, gradient and two Adam moments (4 P; L-BFGS keeps 2 x memory more vectors)
-    and the lane's copy of the data ((d + 2) K). Per lane in flight (``chunk`` vmapped, ``unroll``
+    and the lane's copy of the data ((d + 2) K). Per lane in flight (``lanes_per_step`` vmapped, ``unroll``
     steps unrolled): pre- and post-activations of every layer (2 (m + 1) K). Plus drawing the
     ``batch`` problems (the pre-trained interpolant: 256 hidden units on K samples).
     """
@@ -80,7 +80,7 @@ def peak_bytes(*, K: int, d: int, depth: int, width: int, lanes: int, chunk: int
     vectors = 4 + (2 * lbfgs_memory if optimizer == "lbfgs" else 0)
     per_lane = vectors * P + (d + 2) * K
     act = 2 * sum(sizes[1:]) * K
-    in_flight = min(lanes, chunk) * max(1, unroll) * act
+    in_flight = min(lanes, lanes_per_step) * max(1, unroll) * act
     problems = batch * K * (d + 2 * 256)
     return int(itemsize * (lanes * per_lane + in_flight + problems))
 
@@ -150,8 +150,8 @@ def available_memory() -> tuple[int | None, str]:
 
 
 def _lanes_per_step(p) -> int:
-    # lanes vmapped together per lax.map step (named ``chunk`` in older protocols)
-    return int(getattr(p, "lanes_per_step", None) or getattr(p, "chunk", 4))
+    # lanes vmapped together per lax.map step
+    return int(p.lanes_per_step)
 
 
 _ITEMSIZE = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2}
@@ -163,7 +163,7 @@ def memory_problems(spec, available: int | None = None, what: str | None = None)
         available, what = available_memory()
         if available is None:
             return []
-    from ftcjax.sweep.spec import protocol_for_cell, widths_for_depth
+    from ftcjax.sweep.cells import candidate_widths, protocol_for_cell
 
     seen: dict[tuple, None] = {}
     worst: tuple[int, dict[str, Any]] | None = None
@@ -173,11 +173,11 @@ def memory_problems(spec, available: int | None = None, what: str | None = None)
             continue
         seen[group] = None
         p = protocol_for_cell(cell)
-        widths = widths_for_depth(spec.widths, p.depth)
+        widths = candidate_widths(spec.widths, p)
         if not widths:
             continue
         est = peak_bytes(K=cell["K"], d=cell["d"], depth=p.depth, width=max(widths),
-                         lanes=spec.chunk_size * p.restarts, chunk=_lanes_per_step(p), unroll=p.unroll,
+                         lanes=spec.chunk_size * p.restarts, lanes_per_step=_lanes_per_step(p), unroll=p.unroll,
                          optimizer=p.optimizer, lbfgs_memory=p.lbfgs_memory,
                          itemsize=_ITEMSIZE.get(p.dtype, 8), batch=spec.chunk_size)
         if worst is None or est > worst[0]:

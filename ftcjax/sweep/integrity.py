@@ -49,8 +49,9 @@ TYPED: dict[str, tuple[type, ...]] = {
     "protocol": (dict,),
     "probes": (list,),
     "timing": (dict,),
+    "schema": (int,),  # the record definition's version (ftcjax.sweep.record); absent: 1
 }
-_INT_FIELDS = {"replicate", "trainings", "chunk", "min_width"}  # where bool (an int subclass) is wrong
+_INT_FIELDS = {"replicate", "trainings", "chunk", "min_width", "schema"}  # where bool (an int subclass) is wrong
 _SCALARS = (str, int, float, bool)
 
 

@@ -12,10 +12,14 @@ number of devices or processes: that is what makes a chunk recomputed after a cr
   Both come from separate branches of one *instance key*: the problem key is
   ``fold_in(instance_key, 0)`` and the **training key** ``fold_in(instance_key, 1)``, so no key a
   problem draws from (``make_problem`` folds 0..4 into its key) is ever an initialisation key.
-* A **chunk** is up to ``chunk_size`` consecutive instances of one *batch group*: the cells that share
-  every axis except N (N is a mask over K in the kernels, so it may vary inside a batch; everything
-  else changes a static shape or the protocol). Inside a group instances are ordered by (N, replicate).
-  Chunk indices are global and follow the group order, so the same spec always gives the same chunks.
+* A **chunk** is a block of up to ``chunk_size`` replicates of ONE cell: replicates
+  ``[b * chunk_size, (b + 1) * chunk_size)`` for block ``b``. Its content is a function of the cell,
+  the block and ``chunk_size`` alone, never of the grid's other values: growing a sweep (more N, K or
+  any other axis value, more replicates) adds chunks and never changes an existing full chunk, so the
+  instances already stored stay exactly what a fresh run of the grown spec computes. (More replicates
+  complete the last, partial block of each cell; its new instances run as that block's remainder, and
+  the fit kernel's lanes are independent of their batch, see ``ftcjax._src.fit``.) Chunks are ordered
+  by batch group (the axes but N), then N, then block; ``index`` is the position in that order.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ __all__ = [
     "make_plan",
     "instance_keys",
     "shard_chunks",
+    "cost_estimate",
 ]
 
 PROBLEM_AXES = ("N", "K", "d", "data", "labels", "frozen")
@@ -82,15 +87,26 @@ class Instance:
 
 @dataclasses.dataclass(frozen=True)
 class Chunk:
-    """``instances`` share every axis but N; ``index`` is the chunk's position in the whole plan."""
+    """Replicates ``block * chunk_size ...`` of one cell; ``index`` is the position in the whole plan."""
 
     index: int
     instances: tuple[Instance, ...]
+    block: int = 0
+
+    @property
+    def cell(self) -> dict[str, Any]:
+        """The cell of every instance of the chunk."""
+        return self.instances[0].cell
 
     @property
     def group(self) -> dict[str, Any]:
-        """The axes shared by every instance of the chunk (all but N)."""
-        return {k: v for k, v in self.instances[0].cell.items() if k != "N"}
+        """The batch group: every axis of the cell but N."""
+        return {k: v for k, v in self.cell.items() if k != "N"}
+
+    @property
+    def key(self) -> str:
+        """Identity of the chunk that survives growing the sweep: ``<cell hash 12>-b<block>``."""
+        return f"{cell_hash(self.cell)[:12]}-b{self.block}"
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -102,17 +118,17 @@ class Chunk:
 
 def make_plan(spec: SweepSpec) -> list[Chunk]:
     """Every chunk of the sweep, in deterministic order (see module docstring)."""
-    groups: dict[str, list[Instance]] = {}
-    n_order = {n: i for i, n in enumerate(spec.axis_dict["N"])}
+    groups: dict[str, list[dict[str, Any]]] = {}
     for cell in spec.cells():  # cells come in axis-product order: group order follows it
         gkey = json.dumps({k: v for k, v in cell.items() if k != "N"}, sort_keys=True)
-        bucket = groups.setdefault(gkey, [])
-        bucket.extend(Instance(cell, r) for r in range(spec.replicates))
+        groups.setdefault(gkey, []).append(cell)
+    size, R = spec.chunk_size, spec.replicates
     chunks: list[Chunk] = []
-    for members in groups.values():
-        members.sort(key=lambda inst: (n_order[inst.cell["N"]], inst.replicate))
-        for start in range(0, len(members), spec.chunk_size):
-            chunks.append(Chunk(len(chunks), tuple(members[start:start + spec.chunk_size])))
+    for cells in groups.values():
+        for cell in sorted(cells, key=lambda c: c["N"]):
+            for block, start in enumerate(range(0, R, size)):
+                members = tuple(Instance(cell, r) for r in range(start, min(start + size, R)))
+                chunks.append(Chunk(len(chunks), members, block))
     return chunks
 
 
@@ -151,3 +167,52 @@ def shard_chunks(chunks: Sequence[Chunk], index: int, count: int) -> list[Chunk]
 
         raise FTCInputError(f"shard: index {index} of count {count} must satisfy 0 <= index < count")
     return [c for c in chunks if c.index % count == index]
+
+
+def cost_estimate(spec: SweepSpec, *, run_dir=None) -> dict[str, Any]:
+    """Upper bounds on the work of a sweep, priced by a run directory's measured throughput if any.
+
+    Returns ``trainings`` (instances x probes x restarts, summed over cells; bisection needs at most
+    ``1 + ceil(log2(candidates))`` probes, a grid search all candidates), ``probes_per_instance``
+    (the largest), ``max_steps``, and ``seconds`` / ``seconds_per_training`` / ``measured_in``
+    (None without measurements: seconds of chunk time per training in the stored records).
+    """
+    import math
+
+    from ftcjax.sweep.cells import cell_widths, protocol_for_cell
+
+    trainings = 0
+    most = 0
+    for cell in spec.cells():
+        protocol = protocol_for_cell(cell)
+        n = len(cell_widths(cell, spec.widths, protocol, dict(spec.form_options)))
+        probes = n if spec.strategy == "grid" else 1 + math.ceil(math.log2(n)) if n > 1 else 1
+        most = max(most, probes)
+        trainings += spec.replicates * probes * protocol.restarts
+    out: dict[str, Any] = {"trainings": trainings, "probes_per_instance": most,
+                           "max_steps": max(spec.axis_dict["steps"]), "seconds": None,
+                           "seconds_per_training": None, "measured_in": None}
+    per = _seconds_per_training(run_dir) if run_dir is not None else None
+    if per is not None:
+        out.update(seconds=per * trainings, seconds_per_training=per, measured_in=str(run_dir))
+    return out
+
+
+def _seconds_per_training(run_dir) -> float | None:
+    """Chunk seconds per training over the records of a run directory (None if it has none)."""
+    from pathlib import Path
+
+    from ftcjax.sweep.store import RunDir
+
+    rd = RunDir(run_dir)
+    if not Path(rd.results_dir).is_dir():
+        return None
+    seconds: dict[tuple, float] = {}
+    trainings = 0
+    for rec in rd.load().values():
+        t = rec.get("timing") or {}
+        if "chunk_seconds" not in t or not rec.get("trainings"):
+            continue
+        seconds[(t.get("writer"), rec.get("chunk"), t.get("finished_at"))] = float(t["chunk_seconds"])
+        trainings += int(rec["trainings"])
+    return sum(seconds.values()) / trainings if trainings else None

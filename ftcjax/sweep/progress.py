@@ -1,16 +1,20 @@
-"""Progress reporting and the summary tables of a sweep (plain Python, no dependencies).
+"""Progress reporting of a running sweep (plain Python, no dependencies); nothing else.
 
-On a terminal: one self-rewriting bar line (chunks, instances/s, ETA). Otherwise (cluster logs, pipes):
-a plain timestamped line at most every ``interval`` seconds, and always for the last chunk.
+On a terminal: one self-rewriting line that fits the terminal's width (a bar, chunks, instances/s,
+ETA), says "compiling" while a batch group's first chunk runs (a new group means new kernels), and
+keeps its elapsed time ticking between chunks. Otherwise (cluster logs, pipes): a plain timestamped
+line at most every ``interval`` seconds, and always for the last chunk.
 """
 from __future__ import annotations
 
 import math
+import shutil
 import sys
+import threading
 import time
-from typing import Any, Iterable, TextIO
+from typing import TextIO
 
-__all__ = ["Progress", "summary_rows", "format_table", "format_duration"]
+__all__ = ["Progress", "format_duration"]
 
 
 def format_duration(seconds: float) -> str:
@@ -42,6 +46,11 @@ class Progress:
         self.done_chunks = self.done_instances = 0
         self.new_instances = 0
         self.t0 = self.last_log = time.perf_counter()
+        self.phase = ""            # what the current chunk is doing ("compiling ..." on a new group)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self.tick = 1.0            # seconds between redraws of the elapsed time on a terminal
 
     def start(self, total_chunks: int, total_instances: int, done_chunks: int, done_instances: int) -> None:
         self.total_chunks, self.total_instances = total_chunks, total_instances
@@ -49,16 +58,39 @@ class Progress:
         self.t0 = self.last_log = time.perf_counter()
         resumed = f", resuming with {done_chunks} done" if done_chunks else ""
         self._line(f"{total_chunks} chunks, {total_instances} instances{resumed}", final=True)
+        if self.tty and self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="ftcjax-progress", daemon=True)
+            self._ticker.start()
+
+    def begin_chunk(self, *, compiling: bool, group: str = "") -> None:
+        """A chunk starts; ``compiling``: its batch group is new in this process (kernels compile)."""
+        with self._lock:
+            self.phase = f"compiling kernels for {group}" if compiling and group else (
+                "compiling kernels" if compiling else "")
+        if self.tty:
+            self._redraw()
+        elif compiling:
+            self._line(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {self.phase} (the first chunk of a group "
+                       "compiles; later ones reuse the kernels)")
 
     def update(self, n_instances: int, seconds: float) -> None:
-        self.done_chunks += 1
-        self.done_instances += n_instances
-        self.new_instances += n_instances
+        with self._lock:
+            self.done_chunks += 1
+            self.done_instances += n_instances
+            self.new_instances += n_instances
+            self.phase = ""
         now = time.perf_counter()
         last = self.done_chunks >= self.total_chunks
         if self.tty or last or now - self.last_log >= self.interval:
             self.last_log = now
             self._line(self._status(now), final=last and self.tty)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.tick):
+            self._redraw()
+
+    def _redraw(self) -> None:
+        self._line(self._status(time.perf_counter()))
 
     def _status(self, now: float) -> str:
         elapsed = now - self.t0
@@ -67,80 +99,38 @@ class Progress:
         eta = left / rate if rate and rate > 0 else float("nan")
         frac = self.done_chunks / self.total_chunks if self.total_chunks else 1.0
         if self.tty:
-            width = 24
+            rate_txt = f"{rate:.2f} inst/s" if self.new_instances else "-- inst/s"
+            tail = (f" {self.done_chunks}/{self.total_chunks} chunks  {rate_txt}  elapsed "
+                    f"{format_duration(elapsed)}  ETA {format_duration(eta)}" + (f"  {self.phase}" if self.phase else ""))
+            cols = self.columns() - 1 - len(self.label)  # never wrap: a wrapped line cannot be rewritten
+            width = max(0, min(24, cols - len(tail) - 2))
             fill = int(round(frac * width))
-            bar = "#" * fill + "-" * (width - fill)
-            return (f"[{bar}] {self.done_chunks}/{self.total_chunks} chunks  {rate:.2f} inst/s  "
-                    f"elapsed {format_duration(elapsed)}  ETA {format_duration(eta)}")
+            bar = f"[{'#' * fill}{'-' * (width - fill)}]" if width >= 5 else ""
+            return (bar + tail)[:max(cols, 10)]
         return (f"{time.strftime('%Y-%m-%d %H:%M:%S')} chunks {self.done_chunks}/{self.total_chunks} "
                 f"({100 * frac:.0f}%), instances {self.done_instances}/{self.total_instances}, "
                 f"{rate:.2f} inst/s, elapsed {format_duration(elapsed)}, ETA {format_duration(eta)}")
 
+    def columns(self) -> int:
+        """Width of the terminal (80 when unknown)."""
+        return shutil.get_terminal_size((80, 24)).columns
+
     def _line(self, text: str, *, final: bool = False) -> None:
-        if self.tty:
-            self.stream.write(f"\r\033[K{self.label}{text}" + ("\n" if final else ""))
-        else:
-            self.stream.write(f"{self.label}{text}\n")
-        self.stream.flush()
+        with self._lock:
+            if self.tty:
+                text = text[:max(10, self.columns() - 1 - len(self.label))]  # a wrapped line cannot be rewritten
+                self.stream.write(f"\r\033[K{self.label}{text}" + ("\n" if final else ""))
+            else:
+                self.stream.write(f"{self.label}{text}\n")
+            self.stream.flush()
 
     def finish(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
         if self.tty and self.done_chunks < self.total_chunks:
             self.stream.write("\n")
         elapsed = time.perf_counter() - self.t0
         self._line(f"done: {self.new_instances} instances computed in {format_duration(elapsed)}",
                    final=True)
-
-
-def _median(recs: list[dict[str, Any]]):
-    """The one definition of a cell's median width (ftcjax.analysis.stats.median_width)."""
-    from ftcjax.analysis.stats import median_width
-
-    return median_width([r.get("min_width") for r in recs], censored=[bool(r.get("censored")) for r in recs],
-                        trivial=[bool(r.get("trivial")) for r in recs])
-
-
-def summary_rows(records: Iterable[dict[str, Any]], varying: list[str]) -> list[dict[str, Any]]:
-    """One row per cell (over the ``varying`` axes): counts and min-width statistics.
-
-    Censored instances are counted, never averaged in (their width is only a lower bound).
-    """
-    cells: dict[tuple, list[dict[str, Any]]] = {}
-    for r in records:
-        key = tuple(r["cell"].get(a) for a in varying)
-        cells.setdefault(key, []).append(r)
-    rows = []
-    for key in sorted(cells, key=lambda k: tuple((str(type(v)), v) for v in k)):
-        recs = cells[key]
-        widths = [r["min_width"] for r in recs if not r.get("censored") and r.get("min_width") is not None]
-        row = dict(zip(varying, key))
-        row.update(
-            n=len(recs),
-            censored=sum(1 for r in recs if r.get("censored")),
-            trivial=sum(1 for r in recs if r.get("trivial")),
-            median=_median(recs),
-            min=min(widths) if widths else None,
-            max=max(widths) if widths else None,
-        )
-        rows.append(row)
-    return rows
-
-
-def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    """A plain fixed-width text table."""
-    if not rows:
-        return "(no results yet)"
-    columns = columns or list(rows[0])
-
-    def cell(v: Any) -> str:
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:g}"
-        return str(v)
-
-    body = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(b, widths)) for b in body]
-    return "\n".join(lines)

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ftcjax._src.errors import FTCInputError
 from ftcjax.sweep import guards
-from ftcjax.sweep.form_axes import form_for_cell
-from ftcjax.sweep.plan import Chunk, instance_keys, make_plan, shard_chunks
-from ftcjax.sweep.spec import SweepSpec, protocol_for_cell, spec_hash, widths_for_depth
-from ftcjax.sweep.store import RunDir, environment
+from ftcjax.sweep.environment import environment
+from ftcjax.sweep.plan import Chunk, make_plan, shard_chunks
+from ftcjax.sweep.record import make_record
+from ftcjax.sweep.spec import SweepSpec, spec_hash
+from ftcjax.sweep.store import RunDir
 
 __all__ = ["RunSummary", "run_chunk", "run_sweep", "writer_name", "pending_chunks"]
 
@@ -30,62 +32,47 @@ def writer_name(index: int, count: int) -> str:
     return f"shard-{index:04d}-of-{count:04d}"
 
 
-def _make_problems(chunk: Chunk, problem_keys):
-    """Problems of a chunk, stacked: ``x (B, K, d)``, the rest ``(B, K)``.
-
-    Each problem is drawn from its own key alone (one ``make_problem`` call per instance), so a problem
-    never depends on which other instances share its chunk. Problems are always drawn in float64 (the
-    kernels cast to the cell's training dtype), so a dtype axis compares the SAME instances.
-    """
-    from ftcjax._src.lora import make_lora_problem
-    from ftcjax._src.problems import make_problem, stack_problems
-
-    g = chunk.group
-    if "form" in g:  # a [form] sweep: explicit frozen nets, the same instances for every form
-        probs = [make_lora_problem(problem_keys[i], K=g["K"], d=g["d"], N=inst.cell["N"], data=g["data"],
-                                   labels=g["labels"], frozen=g["frozen"], width=g["frozen_width"],
-                                   depth=g["frozen_depth"], dtype=g.get("dtype", "float64"))
-                 for i, inst in enumerate(chunk.instances)]
-        return stack_problems(probs)
-    probs = [make_problem(problem_keys[i], K=g["K"], d=g["d"], N=inst.cell["N"], data=g["data"],
-                          labels=g["labels"], frozen=g["frozen"], dtype="float64")
-             for i, inst in enumerate(chunk.instances)]
-    return stack_problems(probs)
-
-
-def run_chunk(spec: SweepSpec, chunk: Chunk, *, spec_hash_: str | None = None) -> list[dict[str, Any]]:
+def run_chunk(spec: SweepSpec, chunk: Chunk, *, spec_hash_: str | None = None,
+              only: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Compute the records of one chunk (pure function of the spec and the chunk; no I/O).
 
+    ``only``: instance ids to compute (default all); the others are left out of the batch. A lane's
+    result does not depend on the other lanes of its batch (``ftcjax._src.fit``), so the remainder of
+    a chunk computes the same bits as the whole chunk.
+
     Returns:
-      One record per instance: ``WidthResult.to_dict()`` plus ``spec_hash``, ``instance_id``,
-      ``cell`` (every axis), ``replicate``, ``protocol`` (every training choice) and ``chunk``.
+      One :mod:`ftcjax.sweep.record` per computed instance, in chunk order.
     """
     import jax
 
-    from ftcjax._src.search import min_width_batch
+    from ftcjax import min_width_batch
+    from ftcjax.sweep.cells import kernel_inputs
 
     h = spec_hash_ or spec_hash(spec)
-    protocol = protocol_for_cell(chunk.group | {"N": 0})
+    instances = [i for i in chunk.instances if only is None or i.id in only]
+    if not instances:
+        return []
     options = dict(spec.form_options)
-    form = form_for_cell(chunk.group, options)
-    lora = form.name == "lora"
-    widths = list(options["ranks"]) if lora else widths_for_depth(spec.widths, protocol.depth)
-    problem_keys, train_keys = instance_keys(spec.seed, chunk.instances)
-    problems = _make_problems(chunk, problem_keys)
-    results = min_width_batch(problems, keys=train_keys, protocol=protocol, widths=widths,
-                              strategy=spec.strategy, report=spec.report, form=form)
+    inp = kernel_inputs(spec.seed, instances, widths=spec.widths, strategy=spec.strategy, form_options=options)
+    results = min_width_batch(inp.problems, keys=inp.train_keys, protocol=inp.protocol, widths=inp.widths,
+                              strategy=inp.strategy, report=spec.report, form=inp.form)
     results = jax.device_get(results)
-    proto = protocol.to_dict()
+    proto = inp.protocol.to_dict()
     records = []
-    for inst, res in zip(chunk.instances, results):
-        rec = res.to_dict()
-        rec.update(spec_hash=h, instance_id=inst.id, cell=dict(inst.cell), replicate=inst.replicate,
-                   protocol=proto, chunk=chunk.index)
+    for inst, res in zip(instances, results):
+        extra = {}
         if options:  # a form sweep: say what the size is and what it costs in trainable parameters
-            rec.update(form=form.to_dict(), trainable_params=_trainable_params(form, res.min_width,
-                                                                               problems, protocol))
-        records.append(rec)
+            extra = dict(form=inp.form.to_dict(),
+                         trainable_params=_trainable_params(inp.form, res.min_width, inp.problems, inp.protocol))
+        records.append(make_record(res.to_dict(), spec_hash=h, instance_id=inst.id, cell=inst.cell,
+                                   replicate=inst.replicate, protocol=proto, chunk=chunk.key, **extra))
     return records
+
+
+def _group_text(chunk: Chunk, spec: SweepSpec) -> str:
+    """The axes that tell this chunk's batch group apart from the others (for progress lines)."""
+    varying = [a for a, v in spec.axes if len(v) > 1 and a != "N"]
+    return " ".join(f"{a}={chunk.group[a]}" for a in varying) or "the sweep"
 
 
 def _trainable_params(form, size, problems, protocol):
@@ -99,8 +86,7 @@ def _trainable_params(form, size, problems, protocol):
 
 
 def pending_chunks(chunks: Sequence[Chunk], done_ids) -> list[Chunk]:
-    """Chunks with at least one instance not yet stored (a partly stored chunk is recomputed whole:
-    its layout, hence its bits, must stay the one the plan fixed)."""
+    """Chunks with at least one instance not yet stored (only those instances are computed)."""
     return [c for c in chunks if any(i not in done_ids for i in c.ids)]
 
 
@@ -161,28 +147,39 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, shard_index: int = 0, sha
     if progress is not None:
         progress.start(len(mine), sum(len(c) for c in mine), skipped, n_done_inst)
     written = 0
+    seen_groups: set[str] = set()
     # Nothing to do writes nothing: a finished run in a read-only directory still reports.
     with contextlib.ExitStack() as stack:
         if todo:
             stack.enter_context(run_dir.layout_lock(shard_count))
             w = stack.enter_context(run_dir.writer(name))
-            run_dir.record_environment(name, env)  # only once we own the shard: never a live writer's
+            # Only once we own the shard (never over a live writer's): the env record doubles as the
+            # writer's liveness record: pid + host (ftcjax status checks that the process still
+            # exists) and a heartbeat refreshed after every chunk (for writers on other hosts).
+            run_dir.record_environment(name, dict(env, state="running", heartbeat=time.time()))
         for chunk in todo:
+            group = json.dumps(chunk.group, sort_keys=True)
+            if progress is not None and hasattr(progress, "begin_chunk"):
+                progress.begin_chunk(compiling=group not in seen_groups, group=_group_text(chunk, spec))
+            seen_groups.add(group)
             tc = time.perf_counter()
-            records = run_chunk(spec, chunk, spec_hash_=h)
+            todo_ids = [i for i in chunk.ids if i not in done]
+            fresh = run_chunk(spec, chunk, spec_hash_=h, only=todo_ids)
             seconds = time.perf_counter() - tc
             finished = time.time()
-            fresh = [r for r in records if r["instance_id"] not in done]
             for r in fresh:
                 # Bookkeeping kept apart from the results, so results compare bit for bit across runs.
                 r["timing"] = {"writer": name, "chunk_seconds": seconds, "finished_at": finished,
-                               "chunk_size": len(chunk)}
+                               "chunk_size": len(chunk), "computed": len(fresh)}
             written += w.append(fresh)
             done.update(r["instance_id"] for r in fresh)
             if on_chunk is not None:
                 on_chunk(chunk, fresh)
+            run_dir.record_environment(name, dict(env, state="running", heartbeat=time.time()))
             if progress is not None:
-                progress.update(len(chunk), seconds)
+                progress.update(len(fresh), seconds)
+        if todo:
+            run_dir.record_environment(name, dict(env, state="finished", heartbeat=time.time()))
     if progress is not None:
         progress.finish()
     return RunSummary(run_dir=run_dir.root, writer=name, chunks_total=len(plan), chunks_owned=len(mine),

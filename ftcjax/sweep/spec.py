@@ -48,7 +48,7 @@ import json
 import math
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ftcjax._src.errors import FTCEnvironmentError, FTCInputError
 from ftcjax.sweep import guards
@@ -62,7 +62,12 @@ __all__ = [
     "spec_from_dict",
     "canonical_dict",
     "spec_hash",
+    "identity_dict",
+    "growth_problems",
     "diff_specs",
+    "parse_override",
+    "apply_overrides",
+    "SWEEP_DEFAULTS",
     "GRID_AXES",
     "TRAIN_AXES",
 ]
@@ -83,7 +88,7 @@ class SpecError(FTCInputError):
 
 # ----------------------------------------------------------------------------------------------------
 # Schema. Each axis: (kind, default). kind "int" / "float" / "str"; default None means required.
-# Choices for string axes come from the core where it exposes them (see `_choices`), so the spec never
+# The legal values of each axis are the kernels' business (see `_kernel_message`), so the spec never
 # accepts a value the kernels would reject later, hours into a sweep.
 
 GRID_AXES: dict[str, tuple[str, Any]] = {
@@ -122,44 +127,36 @@ def _protocol_fields() -> dict[str, tuple[str, Any]]:
 TRAIN_AXES: dict[str, tuple[str, Any]] = _protocol_fields()  # name -> (kind, default)
 
 
-def _fill_grid_defaults() -> None:
+# The built-in defaults of a sweep are those of the shipped sweeps/default.toml (a test pins the two
+# together), so deleting a line from a copy of it never changes what the copy means. Where they differ
+# from the kernel's Protocol defaults (tuned for a single call), the sweep's win.
+SWEEP_DEFAULTS: dict[str, Any] = {
+    "replicates": 6, "grid.d": 2, "grid.criterion": "relative", "train.learning_rate": 0.02,
+    "train.restarts": 2, "train.rel_eps": 0.01, "width.lower": 1, "width.upper": 48,
+    "batch.chunk_size": 10,
+}
+
+
+def _fill_defaults() -> None:
     from ftcjax._src.protocol import Protocol
 
     for name in ("criterion", "tol"):
         kind, _ = GRID_AXES[name]
         GRID_AXES[name] = (kind, getattr(Protocol, name))
+    for path, value in SWEEP_DEFAULTS.items():
+        table, _, key = path.partition(".")
+        axes = GRID_AXES if table == "grid" else TRAIN_AXES if table == "train" else None
+        if axes is not None:
+            axes[key] = (axes[key][0], value)
 
 
-_fill_grid_defaults()
+_fill_defaults()
 _REQUIRED = ("N", "K")
 
 TOP_KEYS = {"name", "description", "seed", "replicates", "grid", "train", "width", "batch", "form", "portfolio"}
 WIDTH_KEYS = {"lower", "upper", "step", "values", "strategy", "report"}
 BATCH_KEYS = {"chunk_size"}
-_POSITIVE_INT = {"depth": 2, "N": 1, "K": 1, "d": 1, "steps": 1, "restarts": 1, "segment": 1,
-                 "lbfgs_memory": 1, "chunk": 1, "unroll": 1}
-_POSITIVE_FLOAT = {"tol", "learning_rate", "paper_threshold", "rel_eps"}
 _SEED_LIMIT = 2**32
-
-
-def _choices(field: str) -> tuple[str, ...]:
-    """Allowed values of a string field, taken from the core so the two never disagree."""
-    from ftcjax._src import criteria, problems, protocol, search
-
-    table = {
-        "data": problems.DATA,
-        "labels": problems.LABELS,
-        "frozen": problems.FROZEN,
-        "criterion": criteria.CRITERIA,
-        "optimizer": protocol.OPTIMIZERS,
-        "lm_damping": protocol.LM_DAMPINGS,
-        "schedule": protocol.SCHEDULES,
-        "matmul_precision": protocol.PRECISIONS,
-        "dtype": problems.DTYPES,
-        "strategy": search.STRATEGIES,
-        "report": search.REPORT_WIDTHS,
-    }
-    return tuple(table.get(field, ()))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -180,6 +177,9 @@ class SweepSpec:
         "typical" (w50, default) or "existence" (smallest width with any success).
       chunk_size: instances per chunk.
       text: the original TOML text (kept in the run directory for humans).
+      form_options: the ``[form]`` table's non-axis options (see :mod:`ftcjax.sweep.form_axes`).
+      portfolio: the ``[[portfolio.member]]`` overrides (see :mod:`ftcjax.sweep.portfolio`).
+      overrides: the ``key=value`` overrides applied on top of ``text`` (command line), in order.
     """
 
     name: str
@@ -197,6 +197,7 @@ class SweepSpec:
     form_options: tuple = ()
     # ((member name, ((train field, value), ...)), ...): see ftcjax.sweep.portfolio
     portfolio: tuple = ()
+    overrides: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     @property
     def axis_dict(self) -> dict[str, tuple[Any, ...]]:
@@ -228,7 +229,7 @@ class SweepSpec:
 
 
 def canonical_dict(spec: SweepSpec) -> dict[str, Any]:
-    """The sweep's identity as plain JSON data: every default filled, every range expanded."""
+    """The sweep as plain JSON data: every default filled, every range expanded."""
     from ftcjax.sweep.form_axes import form_table
 
     axes = spec.axis_dict
@@ -242,10 +243,10 @@ def canonical_dict(spec: SweepSpec) -> dict[str, Any]:
                   **({"report": spec.report} if spec.report != "typical" else {})},
         "batch": {"chunk_size": spec.chunk_size},
     }
-    if spec.form_options:  # only form sweeps carry the key: older specs keep their hashes
+    if spec.form_options:  # only form sweeps carry the key
         out["form"] = form_table(axes, dict(spec.form_options))
-    if spec.portfolio:
-        out["portfolio"] = [[name, [list(f) for f in fields]] for name, fields in spec.portfolio]
+    if spec.portfolio:  # a valid [portfolio] table itself: a manifest's spec is re-parsed from it
+        out["portfolio"] = {"member": [{"name": name, **dict(fields)} for name, fields in spec.portfolio]}
     return out
 
 
@@ -254,10 +255,57 @@ def _canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+def identity_dict(canon: dict[str, Any]) -> dict[str, Any]:
+    """What every record of a sweep shares, whatever the grid's values: the part the hash covers.
+
+    The axis *values* and the replicate count are not in it: a record names its own cell and
+    replicate, so growing a sweep (more values on any axis, more replicates) keeps every stored record
+    valid. The axis *names* are (a renamed axis changes every instance id), and so are the seed, the
+    candidate widths, the search strategy and the chunk size, which decide the stored results. A
+    ``[form]`` table and a portfolio are covered whole (their options and members decide every
+    result of their cells; such sweeps grow along the grid, train axes and replicates only).
+    """
+    out = {
+        "seed": canon["seed"],
+        "axes": {t: sorted(canon[t]) for t in ("grid", "train")},
+        "width": canon["width"],
+        "batch": canon["batch"],
+    }
+    for key in ("form", "portfolio"):
+        if key in canon:
+            out[key] = canon[key]
+    return out
+
+
 def spec_hash(spec: SweepSpec | dict[str, Any]) -> str:
-    """16 hex digits of the SHA-256 of the canonical JSON of the spec."""
-    data = canonical_dict(spec) if isinstance(spec, SweepSpec) else spec
-    return hashlib.sha256(_canonical_json(data).encode()).hexdigest()[:16]
+    """16 hex digits of the SHA-256 of the canonical JSON of :func:`identity_dict`.
+
+    Accepts a :class:`SweepSpec` or its :func:`canonical_dict`. The only implementation of the hash:
+    every record carries it, the store verifies it.
+    """
+    canon = canonical_dict(spec) if isinstance(spec, SweepSpec) else spec
+    return hashlib.sha256(_canonical_json(identity_dict(canon)).encode()).hexdigest()[:16]
+
+
+def growth_problems(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Why the canonical spec ``new`` cannot continue the run of ``old`` (empty: it can).
+
+    ``new`` may add values to any axis and raise the replicate count (the stored instances stay
+    valid and are not recomputed); it may not drop a value or lower the count (the run directory
+    would hold instances of no spec), nor change anything :func:`spec_hash` covers.
+    """
+    out = diff_specs(identity_dict(old), identity_dict(new))
+    for table in ("grid", "train"):
+        for axis, values in old.get(table, {}).items():
+            kept = new.get(table, {}).get(axis, [])
+            gone = [v for v in values if v not in kept]
+            if gone:
+                out.append(f"{table}.{axis}: {_short(gone)} in the run directory but not in the new spec "
+                           "(a spec may add values to a finished run, not remove them)")
+    if new.get("replicates", 0) < old.get("replicates", 0):
+        out.append(f"replicates: {old['replicates']} in the run directory, {new['replicates']} in the new "
+                   "spec (a spec may add replicates, not remove them)")
+    return out
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -384,32 +432,58 @@ def _parse_axis(path: str, kind: str, raw: Any, errs: list[str]) -> list[Any] | 
     return out
 
 
+_PROBLEM_AXES = ("N", "K", "d", "data", "labels", "frozen")
+
+
+def _kernel_message(name: str, value: Any) -> str | None:
+    """The kernels' own verdict on one axis value (None: accepted), without their leading field name.
+
+    One rule, one place: the problem and protocol validators decide which values are legal; the spec
+    only adds the field path. Values are checked one at a time with neutral companions; combinations
+    (N <= K, split vs depth, ...) are checked per cell in :func:`_core_checks`.
+    """
+    from ftcjax._src import problems
+    from ftcjax._src.problems import is_data_file, load_data_file, validate_problem_args
+    from ftcjax._src.protocol import Protocol
+
+    try:
+        if name == "data" and is_data_file(value):
+            load_data_file(value)  # the file's own checks; its K and d are checked per cell
+        elif name in ("data", "labels", "frozen"):
+            # a choice; what it asks of N and K (worst_case: K >= 3N + 2) is checked per cell
+            problems._check_choice(name, value, {"data": problems.DATA, "labels": problems.LABELS,
+                                                 "frozen": problems.FROZEN}[name])
+        elif name in _PROBLEM_AXES:
+            args: dict[str, Any] = {"K": 1, "d": 1, "N": 0}
+            args.update({"K": value, "N": value} if name == "N" else {name: value})
+            validate_problem_args(**args)
+            if name == "N" and value < 1:
+                return f"{value} must be an integer >= 1 (N = 0 changes no label: nothing to fine-tune)"
+        else:
+            Protocol(**{name: value})
+    except (FTCInputError, TypeError) as e:
+        msg = str(e)
+        return msg[len(name) + 2:] if msg.startswith(f"{name}: ") else msg
+    return None
+
+
 def _check_values(path: str, name: str, values: list[Any], errs: list[str]) -> bool:
-    """Range and choice checks for one axis; True when every value is acceptable."""
+    """The kernels' checks of every value of one axis; True when every value is acceptable.
+
+    The resource ceilings (:mod:`ftcjax.sweep.guards`) come first: a value above one is never handed
+    to a kernel validator.
+    """
     ok = True
-    if name in _POSITIVE_INT:
-        lo = _POSITIVE_INT[name]
-        for v in values:
-            if v < lo:
-                errs.append(f"{path}: {v} must be an integer >= {lo}")
-                ok = False
-    if name in guards.VALUE_CEILINGS and all(_is_int(v) for v in values):
-        hi = guards.VALUE_CEILINGS[name]
-        for v in values:
-            if v > hi:
-                errs.append(f"{path}: {v} exceeds the limit of {hi}")
-                ok = False
-    elif name in _POSITIVE_FLOAT:
-        for v in values:
-            if v <= 0:
-                errs.append(f"{path}: {v} must be > 0")
-                ok = False
-    choices = _choices(name)
-    if choices:
-        for v in values:
-            if v not in choices:
-                errs.append(f"{path}: unknown value {v!r}; choose one of {', '.join(choices)}")
-                ok = False
+    hi = guards.VALUE_CEILINGS.get(name)
+    for v in values:
+        if hi is not None and _is_int(v) and v > hi:
+            errs.append(f"{path}: {v} exceeds the limit of {hi}")
+            ok = False
+            continue
+        msg = _kernel_message(name, v)
+        if msg is not None:
+            errs.append(f"{path}: {msg}")
+            ok = False
     return ok
 
 
@@ -428,22 +502,8 @@ def _table(data: dict[str, Any], key: str, errs: list[str]) -> dict[str, Any]:
     return v
 
 
-def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None = None,
-                   default_name: str = "sweep") -> SweepSpec:
-    """Validate parsed TOML data and return the canonical :class:`SweepSpec`.
-
-    Raises:
-      SpecError: listing every problem found (unknown keys, wrong types, impossible values, N > K for
-        every K, empty grid, ...), each naming the field path and the value.
-    """
-    errs: list[str] = []
-    if not isinstance(data, dict):
-        raise SpecError([f"spec: a {type(data).__name__}, expected a table of keys"], source)
-    deep = guards.nesting_problems(data)
-    if deep:  # nothing below may recurse into such values
-        raise SpecError(deep, source)
-    _unknown("", data, TOP_KEYS, errs)
-
+def _parse_header(data: dict[str, Any], default_name: str, errs: list[str]) -> tuple[str, str, int, int]:
+    """name, description, seed, replicates (each checked; a best-effort value when wrong)."""
     name = data.get("name", default_name)
     if (not isinstance(name, str) or not name or any(c in name for c in "/\\\0") or name in (".", "..")
             or not name.isprintable() or len(name.encode("utf-8", "replace")) > 200):
@@ -454,73 +514,39 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
     if not isinstance(description, str):
         errs.append(f"description: {_fmt(description)} must be a string")
         description = ""
-
     seed = data.get("seed", 0)
     if not _is_int(seed) or not 0 <= seed < _SEED_LIMIT:
         errs.append(f"seed: {_fmt(seed)} must be an integer in [0, 2**32)")
         seed = 0
-    replicates = data.get("replicates", 1)
+    replicates = data.get("replicates", SWEEP_DEFAULTS["replicates"])
     if not _is_int(replicates) or replicates < 1:
         errs.append(f"replicates: {_fmt(replicates)} must be a positive integer")
         replicates = 1
     elif replicates > guards.VALUE_CEILINGS["replicates"]:
         errs.append(f"replicates: {replicates} exceeds the limit of {guards.VALUE_CEILINGS['replicates']}")
         replicates = 1
+    return name, description, seed, replicates
 
-    grid = _table(data, "grid", errs)
-    train = _table(data, "train", errs)
-    width = _table(data, "width", errs)
-    batch = _table(data, "batch", errs)
-    _unknown("grid", grid, GRID_AXES, errs)
-    for k in train:
-        if k in GRID_AXES:
-            errs.append(f"train.{k}: {k!r} is a grid axis; put it under [grid]")
-    _unknown("train", {k: v for k, v in train.items() if k not in GRID_AXES}, TRAIN_AXES, errs)
-    _unknown("width", width, WIDTH_KEYS, errs)
-    _unknown("batch", batch, BATCH_KEYS, errs)
 
+def _parse_axes(grid: dict[str, Any], train: dict[str, Any], errs: list[str]) -> dict[str, list | None]:
+    """Every grid and training axis -> its list of values (None where it is wrong), defaults filled."""
     axes: dict[str, list[Any] | None] = {}
-    for axis, (kind, default) in GRID_AXES.items():
-        path = f"grid.{axis}"
-        if axis not in grid:
-            if axis in _REQUIRED:
-                errs.append(f"{path}: missing; this axis is required")
-                axes[axis] = None
-            else:
-                axes[axis] = [default]
-            continue
-        vals = _parse_axis(path, kind, grid[axis], errs)
-        if vals is not None and not _check_values(path, axis, vals, errs):
-            vals = None
-        axes[axis] = vals
-    for axis, (kind, default) in TRAIN_AXES.items():
-        path = f"train.{axis}"
-        if axis not in train:
-            axes[axis] = [default]
-            continue
-        vals = _parse_axis(path, kind, train[axis], errs)
-        if vals is not None and not _check_values(path, axis, vals, errs):
-            vals = None
-        axes[axis] = vals
-    from ftcjax.sweep import form_axes
-
-    form = form_axes.parse_form(data.get("form"), _parse_axis, errs)
-    form_options: tuple = ()
-    if form is not None:
-        form_axes.check_cells(axes, errs)
-        axes.update(form[0])
-        form_options = tuple(sorted(form[1].items()))
-
-    portfolio = ()
-    if "portfolio" in data:
-        from ftcjax.sweep.portfolio import parse_portfolio
-
-        portfolio = parse_portfolio(data["portfolio"], TRAIN_AXES, axes, errs)
-        if portfolio:
-            axes["member"] = [name for name, _ in portfolio]
-
+    for table, schema, given in (("grid", GRID_AXES, grid), ("train", TRAIN_AXES, train)):
+        for axis, (kind, default) in schema.items():
+            path = f"{table}.{axis}"
+            if axis not in given:
+                if axis in _REQUIRED:
+                    errs.append(f"{path}: missing; this axis is required")
+                    axes[axis] = None
+                else:
+                    axes[axis] = [default]
+                continue
+            vals = _parse_axis(path, kind, given[axis], errs)
+            if vals is not None and not _check_values(path, axis, vals, errs):
+                vals = None
+            axes[axis] = vals
     # Per-cell constraint N <= K: cells breaking it are dropped; an N value that fits no K at all is a
-    # mistake (it would silently contribute nothing), and so is a grid left empty.
+    # mistake (it would silently contribute nothing).
     Ns, Ks = axes.get("N"), axes.get("K")
     if Ns and Ks:
         kmax = max(Ks)
@@ -528,8 +554,13 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
         for n in Ns:
             if n > kmax:
                 errs.append(f"grid.N: {n} exceeds {ks}")
+    return axes
 
-    # Widths: an explicit list or lower/upper/step.
+
+def _parse_widths(width: dict[str, Any], errs: list[str]) -> tuple[list[int] | None, str, str]:
+    """Candidate widths (an explicit list or lower/upper/step), the search strategy and the reported width."""
+    from ftcjax._src.search import DEFAULT_STRATEGY, REPORT_WIDTHS, STRATEGIES
+
     widths: list[int] | None = None
     if "values" in width:
         for k in ("lower", "upper", "step"):
@@ -543,41 +574,80 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
                             f"{guards.VALUE_CEILINGS['width']}")
             widths = None if bad else sorted(widths)
     else:
-        lower = width.get("lower", 1)
-        upper = width.get("upper")
-        step = width.get("step", 1)
+        bounds = {"lower": width.get("lower", SWEEP_DEFAULTS["width.lower"]),
+                  "upper": width.get("upper", SWEEP_DEFAULTS["width.upper"]), "step": width.get("step", 1)}
         ok = True
-        for k, v in (("lower", lower), ("upper", upper), ("step", step)):
-            if v is None:
-                errs.append(f"width.{k}: missing; give width.upper (and optionally lower, step) "
-                            "or width.values")
-                ok = False
-            elif not _is_int(v) or v < 1:
+        for k, v in bounds.items():
+            if not _is_int(v) or v < 1:
                 errs.append(f"width.{k}: {_fmt(v)} must be a positive integer")
                 ok = False
             elif k != "step" and v > guards.VALUE_CEILINGS["width"]:
                 errs.append(f"width.{k}: {v} exceeds the limit of {guards.VALUE_CEILINGS['width']}")
                 ok = False
-        if ok and lower > upper:
-            errs.append(f"width.lower: {lower} exceeds width.upper = {upper}")
+        if ok and bounds["lower"] > bounds["upper"]:
+            errs.append(f"width.lower: {bounds['lower']} exceeds width.upper = {bounds['upper']}")
             ok = False
-        if ok and guards.range_length(lower, upper, step) > guards.MAX_WIDTHS:
-            errs.append(f"width: {lower}..{upper} step {step} gives {guards.range_length(lower, upper, step)} "
+        n_widths = guards.range_length(bounds["lower"], bounds["upper"], bounds["step"]) if ok else 0
+        if ok and n_widths > guards.MAX_WIDTHS:
+            errs.append(f"width: {bounds['lower']}..{bounds['upper']} step {bounds['step']} gives {n_widths} "
                         f"candidate widths, more than the limit of {guards.MAX_WIDTHS}")
             ok = False
         if ok:
-            widths = list(range(lower, upper + 1, step))
-    from ftcjax._src.search import DEFAULT_STRATEGY
-
-    strategy = width.get("strategy", DEFAULT_STRATEGY)
-    if strategy not in _choices("strategy"):
-        errs.append(f"width.strategy: unknown value {_fmt(strategy)}; choose one of "
-                    f"{', '.join(_choices('strategy'))}")
+            widths = list(range(bounds["lower"], bounds["upper"] + 1, bounds["step"]))
+    strategy = width.get("strategy", DEFAULT_STRATEGY)  # the search's own default (default.toml pins bisect)
+    if strategy not in STRATEGIES:
+        errs.append(f"width.strategy: unknown value {_fmt(strategy)}; choose one of {', '.join(STRATEGIES)}")
     report = width.get("report", "typical")
-    if report not in _choices("report"):
-        errs.append(f"width.report: unknown value {_fmt(report)}; choose one of {', '.join(_choices('report'))}")
+    if report not in REPORT_WIDTHS:
+        errs.append(f"width.report: unknown value {_fmt(report)}; choose one of {', '.join(REPORT_WIDTHS)}")
+    return widths, strategy, report
 
-    chunk_size = batch.get("chunk_size", 16)
+
+def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None = None,
+                   default_name: str = "sweep", overrides: tuple[str, ...] = ()) -> SweepSpec:
+    """Validate parsed TOML data and return the canonical :class:`SweepSpec`.
+
+    The spec checks the shape and types of the TOML; the kernels' validators decide which values are
+    legal, and their messages are reported with the field path.
+
+    Raises:
+      SpecError: listing every problem found (unknown keys, wrong types, impossible values, N > K for
+        every K, empty grid, ...), each naming the field path and the value.
+    """
+    errs: list[str] = []
+    if not isinstance(data, dict):
+        raise SpecError([f"spec: a {type(data).__name__}, expected a table of keys"], source)
+    deep = guards.nesting_problems(data)
+    if deep:  # nothing below may recurse into such values
+        raise SpecError(deep, source)
+    _unknown("", data, TOP_KEYS, errs)
+    name, description, seed, replicates = _parse_header(data, default_name, errs)
+    grid, train, width, batch = (_table(data, t, errs) for t in ("grid", "train", "width", "batch"))
+    _unknown("grid", grid, GRID_AXES, errs)
+    for k in train:
+        if k in GRID_AXES:
+            errs.append(f"train.{k}: {k!r} is a grid axis; put it under [grid]")
+    _unknown("train", {k: v for k, v in train.items() if k not in GRID_AXES}, TRAIN_AXES, errs)
+    _unknown("width", width, WIDTH_KEYS, errs)
+    _unknown("batch", batch, BATCH_KEYS, errs)
+    axes = _parse_axes(grid, train, errs)
+    from ftcjax.sweep import form_axes
+
+    form = form_axes.parse_form(data.get("form"), _parse_axis, errs)
+    form_options: tuple = ()
+    if form is not None:
+        form_axes.check_cells(axes, errs)
+        axes.update(form[0])
+        form_options = tuple(sorted(form[1].items()))
+    portfolio = ()
+    if "portfolio" in data:
+        from ftcjax.sweep.portfolio import parse_portfolio
+
+        portfolio = parse_portfolio(data["portfolio"], TRAIN_AXES, axes, errs)
+        if portfolio:
+            axes["member"] = [name for name, _ in portfolio]
+    widths, strategy, report = _parse_widths(width, errs)
+    chunk_size = batch.get("chunk_size", SWEEP_DEFAULTS["batch.chunk_size"])
     if not _is_int(chunk_size) or chunk_size < 1:
         errs.append(f"batch.chunk_size: {_fmt(chunk_size)} must be a positive integer")
         chunk_size = 1
@@ -598,7 +668,8 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
         ordered = tuple((k, tuple(v)) for k, v in axes.items() if v is not None)
         spec = SweepSpec(name=name, description=description, seed=seed, replicates=replicates,
                          axes=ordered, widths=tuple(widths or ()), strategy=strategy, report=report,
-                         chunk_size=chunk_size, text=text, form_options=form_options, portfolio=portfolio)
+                         chunk_size=chunk_size, text=text, form_options=form_options, portfolio=portfolio,
+                         overrides=tuple(overrides))
         if not spec.cells():
             errs.append("grid: no cell satisfies N <= K; the grid is empty")
         else:
@@ -608,30 +679,10 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
     raise SpecError(errs, source)
 
 
-def protocol_for_cell(cell: dict[str, Any]):
-    """The ftcjax Protocol of a cell (depth, criterion, tol from the grid; the rest from train axes)."""
-    from ftcjax._src.protocol import Protocol
-
-    kwargs = {k: cell[k] for k in TRAIN_AXES if k in cell}
-    return Protocol(depth=cell["depth"], criterion=cell["criterion"], tol=cell["tol"], **kwargs)
-
-
-def widths_for_depth(widths: tuple[int, ...], depth: int) -> list[int]:
-    """Candidate widths usable at ``depth``: those giving every hidden layer a neuron.
-
-    One width list serves every depth of a grid, so a 2-layer-friendly lower bound of 1 simply starts
-    the 3-layer search at 2.
-    """
-    from ftcjax._src.networks import min_width
-
-    lo = min_width(depth)
-    return [w for w in widths if w >= lo]
-
-
 def _core_checks(spec: SweepSpec) -> list[str]:
     """Let the core validate every distinct protocol and problem of the grid (what our schema cannot)."""
     from ftcjax._src.problems import validate_problem_args
-
+    from ftcjax.sweep.cells import PROBLEM_ARGS, candidate_widths, protocol_for_cell
     from ftcjax.sweep.form_axes import check_cell
 
     errs: list[str] = []
@@ -642,26 +693,67 @@ def _core_checks(spec: SweepSpec) -> list[str]:
         if pkey not in seen_p:
             seen_p.add(pkey)
             try:
-                protocol_for_cell(cell)
+                protocol = protocol_for_cell(cell)
             except (FTCInputError, ValueError, TypeError) as e:
                 errs.append(f"train: {e} (cell depth={cell['depth']}, criterion={cell['criterion']!r})")
-            if not widths_for_depth(spec.widths, cell["depth"]):
-                errs.append(f"width: no candidate width in {list(spec.widths)} fits a depth-{cell['depth']} "
-                            "net (each hidden layer needs a neuron)")
+            else:
+                if cell.get("form") != "lora" and not candidate_widths(spec.widths, protocol):
+                    errs.append(f"width: no candidate width in {list(spec.widths)} fits a depth-{cell['depth']} "
+                                "net (each hidden layer needs a neuron)")
         qkey = tuple(cell[k] for k in ("N", "K", "d", "data", "labels", "frozen", "dtype") if k in cell)
         if qkey not in seen_q:
             seen_q.add(qkey)
             try:
-                validate_problem_args(K=cell["K"], d=cell["d"], N=cell["N"], data=cell["data"],
-                                      labels=cell["labels"], frozen=cell["frozen"],
+                # the cell's dtype, as the kernels will see it (problems are drawn in float64)
+                validate_problem_args(N=cell["N"], **{k: cell[k] for k in PROBLEM_ARGS},
                                       dtype=cell.get("dtype", "float64"))
             except (FTCInputError, ValueError, TypeError) as e:
                 errs.append(f"grid: {e} (cell N={cell['N']}, K={cell['K']}, data={cell['data']!r})")
     return sorted(set(errs), key=errs.index)
 
 
-def parse_spec(text: str, *, source: str | None = None, default_name: str = "sweep") -> SweepSpec:
-    """Parse TOML text and validate it (see :func:`spec_from_dict`)."""
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"train.steps=500"`` -> (["train", "steps"], 500); ``"grid.N=[1,2,4]"`` -> (["grid", "N"], [1, 2, 4]).
+
+    The value is read as a TOML value (numbers, lists, quoted strings, booleans), falling back to a
+    bare string (``grid.data=sphere``), so an override means what the same line means in the file.
+    """
+    key, sep, raw = item.partition("=")
+    path = [p.strip() for p in key.split(".")]
+    if not sep or not all(path):
+        raise SpecError([f"override {item!r}: write KEY=VALUE, e.g. train.steps=500 or grid.N=[1,2,4]"])
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if not raw or any(c in raw for c in "[]{}\"'="):
+            raise SpecError([f"override {item!r}: {raw!r} is not a TOML value"]) from None
+        value = raw
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of parsed TOML ``data`` with each ``key=value`` override set (later ones win).
+
+    Overrides only set values; the result is validated like a file (:func:`spec_from_dict`), so a
+    misspelt key or a bad value is reported with its field path.
+    """
+    out = json.loads(json.dumps(data))  # deep copy of plain TOML data
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise SpecError([f"override {item!r}: {'.'.join(path[:i + 1])} is not a table"])
+            node = nxt
+        node[path[-1]] = value
+    return out
+
+
+def parse_spec(text: str, *, source: str | None = None, default_name: str = "sweep",
+               overrides: Sequence[str] = ()) -> SweepSpec:
+    """Parse TOML text, apply ``key=value`` overrides and validate (see :func:`spec_from_dict`)."""
     if len(text) > guards.MAX_SPEC_BYTES:
         raise SpecError([f"spec: {len(text)} characters, more than the limit of {guards.MAX_SPEC_BYTES}"],
                         source)
@@ -671,11 +763,13 @@ def parse_spec(text: str, *, source: str | None = None, default_name: str = "swe
         raise SpecError([f"TOML syntax error: {e}"], source) from None
     except RecursionError:
         raise SpecError([f"spec: values nested too deep (at most {guards.MAX_NESTING} levels)"], source) from None
-    return spec_from_dict(data, text=text, source=source, default_name=default_name)
+    data = apply_overrides(data, overrides)
+    return spec_from_dict(data, text=text, source=source, default_name=default_name,
+                          overrides=tuple(overrides))
 
 
-def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a spec file; the file stem is the default sweep name."""
+def load_spec(path: str | Path, *, overrides: Sequence[str] = ()) -> SweepSpec:
+    """Read and validate a spec file (plus overrides); the file stem is the default sweep name."""
     from ftcjax.sweep.files import read_regular
 
     p = Path(path)
@@ -691,4 +785,4 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise SpecError([str(e)]) from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError([f"spec file {str(p)!r} cannot be read: {e}"]) from None
-    return parse_spec(text, source=str(p), default_name=p.stem)
+    return parse_spec(text, source=str(p), default_name=p.stem, overrides=overrides)

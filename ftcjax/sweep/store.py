@@ -55,7 +55,8 @@ from ftcjax._src.errors import FTCEnvironmentError, FTCInputError
 from ftcjax.sweep import files
 from ftcjax.sweep.integrity import check_record, encode_record, parse_line
 from ftcjax.sweep.plan import instance_id
-from ftcjax.sweep.spec import SweepSpec, canonical_dict, diff_specs, spec_from_dict, spec_hash
+from ftcjax.sweep.record import upgrade
+from ftcjax.sweep.spec import SweepSpec, canonical_dict, diff_specs, growth_problems, spec_from_dict, spec_hash
 
 __all__ = [
     "RunDir",
@@ -64,7 +65,6 @@ __all__ = [
     "RejectedLine",
     "SpecMismatchError",
     "load_results",
-    "environment",
     "MANIFEST",
 ]
 
@@ -90,43 +90,14 @@ def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
-def environment() -> dict[str, Any]:
-    """Versions, backend, devices and numerics settings of this process (initialises jax)."""
-    import importlib.metadata as md
-
-    import jax
-
-    def version(pkg: str) -> str | None:
-        try:
-            return md.version(pkg)
-        except md.PackageNotFoundError:
-            return None
-
-    devices = jax.local_devices()
-    import ftcjax
-
-    return {
-        "ftcjax": version("ftcjax") or getattr(ftcjax, "__version__", None),
-        "jax": jax.__version__,
-        "jaxlib": version("jaxlib"),
-        "optax": version("optax"),
-        "numpy": version("numpy"),
-        "python": __import__("platform").python_version(),
-        "backend": jax.default_backend(),
-        "device_kind": devices[0].device_kind if devices else None,
-        "local_device_count": len(devices),
-        "process_index": jax.process_index(),
-        "process_count": jax.process_count(),
-        # Global defaults only: the kernels enable x64 and set the matmul precision per call from the
-        # protocol (recorded in every record's "protocol" and in the manifest's "numerics").
-        "x64_default": bool(jax.config.jax_enable_x64),
-        "matmul_precision_default": str(jax.config.jax_default_matmul_precision),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
-        "hostname": socket.gethostname(),
-        "pid": os.getpid(),
-        "time": time.time(),
-    }
+def _spec_text(manifest: dict[str, Any]) -> str:
+    """The human copy of the spec (``spec.toml``): its text, then the command-line overrides if any."""
+    text = str(manifest.get("spec_text", ""))
+    overrides = manifest.get("overrides") or []
+    if isinstance(overrides, list) and overrides:
+        text += ("\n# overrides given on the command line (applied on top of the text above):\n"
+                 + "".join(f"#   {o}\n" for o in overrides))
+    return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +184,9 @@ class RunDir:
         spec = spec_from_dict(m["spec"], text=str(m.get("spec_text", "")), source=str(self.manifest_path),
                               default_name=name)
         desc = m.get("description") if isinstance(m.get("description"), str) else ""
-        return dataclasses.replace(spec, name=name, description=desc)
+        overrides = m.get("overrides")
+        overrides = tuple(overrides) if isinstance(overrides, list) and all(isinstance(o, str) for o in overrides) else ()
+        return dataclasses.replace(spec, name=name, description=desc, overrides=overrides)
 
     def _manifest_for(self, spec: SweepSpec, env: dict[str, Any] | None) -> dict[str, Any]:
         canon = canonical_dict(spec)
@@ -224,6 +197,7 @@ class RunDir:
             "spec_hash": spec_hash(canon),
             "spec": canon,
             "spec_text": spec.text,
+            "overrides": list(spec.overrides),
             "num_instances": spec.num_instances,
             "created": time.time(),
             "environment": env or {},
@@ -232,8 +206,11 @@ class RunDir:
         }
 
     def _refuse_if_other(self, existing: dict[str, Any], canon: dict[str, Any], h: str) -> None:
-        if existing["spec_hash"] != h:
-            raise SpecMismatchError(self.root, diff_specs(existing["spec"], canon) or [
+        """Refuse a spec that cannot continue the stored sweep: another spec hash, or a change that is
+        not growth (a dropped axis value, fewer replicates; see :func:`spec.growth_problems`)."""
+        problems = growth_problems(existing["spec"], canon)
+        if existing["spec_hash"] != h or problems:
+            raise SpecMismatchError(self.root, problems or diff_specs(existing["spec"], canon) or [
                 f"spec_hash: {existing['spec_hash']} in the run directory, {h} now"])
 
     def _refuse_foreign_records(self, spec: SweepSpec, *, manifest_agrees: bool = False) -> None:
@@ -268,7 +245,8 @@ class RunDir:
         and ``os.link``-ed into place, which fails if another writer got there first (then we compare).
         A lost manifest is rebuilt only when every sound record in the directory belongs to ``spec``.
         Nothing is written into a directory that already holds this sweep (so a finished run in a
-        read-only directory still reports), except a missing ``spec.toml``.
+        read-only directory still reports), except a missing ``spec.toml`` and, when ``spec`` grows
+        the stored sweep (more axis values or replicates, same spec hash), the grown manifest.
 
         Raises:
           SpecMismatchError: the directory (its manifest, or its records) holds another sweep.
@@ -280,6 +258,8 @@ class RunDir:
             existing = self.read_manifest()
             self._refuse_if_other(existing, canon, h)
             self._refuse_foreign_records(spec, manifest_agrees=True)
+            if existing["spec"] != canon:
+                return self._grow(existing, spec, env)
             self._restore_spec_text(existing)
             return existing
         files.ensure_dir(self.root, parents=True)
@@ -315,25 +295,42 @@ class RunDir:
         self._refuse_if_other(existing, canon, h)
         return existing
 
+    def _grow(self, existing: dict[str, Any], spec: SweepSpec, env: dict[str, Any] | None) -> dict[str, Any]:
+        """The spec grows the run (more axis values or replicates; same spec hash): the manifest
+        describes the grown sweep from now on; the records already stored stay valid."""
+        grown = dict(self._manifest_for(spec, env), created=existing.get("created"),
+                     environment=existing.get("environment", {}),
+                     grown_from=[*(existing.get("grown_from") or []), existing.get("spec")])
+        files.atomic_write_bytes(self.manifest_path, _json_bytes(grown))
+        files.atomic_write_bytes(self.root / "spec.toml", _spec_text(grown).encode("utf-8"))
+        return grown
+
     def _restore_spec_text(self, manifest: dict[str, Any]) -> None:
         # The human copy; written after the manifest, so a kill in between leaves none: restore it.
         path = self.root / "spec.toml"
         if files.is_regular(path):
             return
         try:
-            files.atomic_write_bytes(path, str(manifest.get("spec_text", "")).encode("utf-8"))
+            files.atomic_write_bytes(path, _spec_text(manifest).encode("utf-8"))
         except FTCEnvironmentError:
             pass  # a read-only directory: the manifest holds the same text
 
-    def check(self, spec: SweepSpec) -> None:
-        """Refuse early (before any device work) if the directory holds another sweep."""
+    def check(self, spec: SweepSpec) -> dict[str, Any]:
+        """Refuse early (before any device work) if the directory holds a sweep ``spec`` cannot continue.
+
+        ``spec`` may grow the stored sweep (see :func:`ftcjax.sweep.spec.growth_problems`). Returns the
+        existing manifest ({} for a new directory).
+        """
         self._check_root()
         canon = canonical_dict(spec)
         if self.exists():
-            self._refuse_if_other(self.read_manifest(), canon, spec_hash(canon))
+            existing = self.read_manifest()
+            self._refuse_if_other(existing, canon, spec_hash(canon))
             self._refuse_foreign_records(spec, manifest_agrees=True)
-        elif self.results_dir.is_dir():
+            return existing
+        if self.results_dir.is_dir():
             self._refuse_foreign_records(spec)
+        return {}
 
     def record_environment(self, writer: str, env: dict[str, Any]) -> None:
         d = files.ensure_dir(self.root / "env")
@@ -620,7 +617,17 @@ def load_results(paths: Iterable[Path], *, spec_hash_: str | None = None) -> Loa
     A torn last line is counted in ``torn``; every other line that fails (any bytes, any JSON value,
     a wrong checksum, type, id or spec hash) goes to ``rejected`` with its line number. A shard that is
     a link or not a regular file is rejected whole (line 0), never opened.
+
+    ``paths``: shard files, or one run directory (its ``results/*.jsonl``) or one shard file.
     """
+    if isinstance(paths, (str, os.PathLike)):
+        one = Path(paths)
+        if one.is_dir():
+            paths = RunDir(one).shard_paths() if (one / MANIFEST).exists() else sorted(one.glob("*.jsonl"))
+        elif one.is_file():
+            paths = [one]
+        else:
+            raise FTCInputError(f"paths: {str(one)!r} is neither a run directory nor a shard file")
     out = LoadedResults(records={})
     for path in paths:
         path = Path(path)
@@ -649,6 +656,9 @@ def load_results(paths: Iterable[Path], *, spec_hash_: str | None = None) -> Loa
             if reason is not None:
                 out.rejected.append(RejectedLine(path.name, lineno, reason))
                 continue
+            # Checked on the stored bytes (checksum, id of the stored cell) first; only then read
+            # in the current schema (an older one upgraded, a newer one refused by name).
+            value = upgrade(value, source=str(path))
             iid = value["instance_id"]
             if iid in out.records:
                 out.duplicates += 1

@@ -74,7 +74,7 @@ def export_float(exact_layers) -> tuple:
 
 # ----------------------------------------------------------------------------- forward passes
 
-def forward(layers, x) -> np.ndarray:
+def forward_float(layers, x) -> np.ndarray:
     """Plain float64 forward pass of the shared format.
 
     Args:
@@ -278,7 +278,7 @@ def _bound_from_pass(exact_layers, acts) -> np.ndarray:
 
 
 def float_error_bound(exact_layers, x) -> np.ndarray:
-    """Rigorous per-sample bound on ``|forward(export_float(L), x) - forward_exact(L, x)|``.
+    """Rigorous per-sample bound on ``|forward_float(export_float(L), x) - forward_exact(L, x)|``.
 
     Standard floating-point model: rounding every weight costs ``u |W|`` (u = 2^-53) and a length-n
     dot product plus bias costs ``gamma_{n+1} (|W||h| + |b|)``; an input error ``e`` passes through
@@ -299,7 +299,7 @@ def float_error_bound(exact_layers, x) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- input checks
 
-class Instance(NamedTuple):
+class CheckedInstance(NamedTuple):
     """Validated instance. x (K, d) float64, z (K,) float64, changed (K,) bool."""
     x: np.ndarray
     z: np.ndarray
@@ -307,7 +307,7 @@ class Instance(NamedTuple):
 
 
 def check_instance(x, z, changed, *, need_unit_z: bool = False, rescale: bool = False
-                   ) -> tuple[Instance, float]:
+                   ) -> tuple[CheckedInstance, float]:
     """Validate ``(x, z, changed)``; return the instance and the output scale.
 
     ``z`` must be 0 off ``changed`` (the residual of an unchanged sample is 0 by definition).
@@ -354,7 +354,7 @@ def check_instance(x, z, changed, *, need_unit_z: bool = False, rescale: bool = 
                 f"z: the 3-layer constructions need |z| <= 1, got max |z| = {zmax}; pass rescale=True "
                 "to build for z / max|z| and scale the output layer back")
         scale = zmax
-    return Instance(x, z, changed), scale
+    return CheckedInstance(x, z, changed), scale
 
 
 def check_rng(rng) -> np.random.Generator:
@@ -447,12 +447,12 @@ def widths_of(layers) -> tuple:
     return tuple(int(W.shape[0]) for W, _ in layers[:-1])
 
 
-def finish(name: str, exact_layers, inst: Instance, bound: int, info: dict,
+def finish(name: str, exact_layers, inst: CheckedInstance, bound: int, info: dict,
            *, check_exact: bool = True) -> Construction:
     """Prune, export to float64, measure the float error and its bound, verify exactly."""
     exact_layers = prune(exact_layers)
     layers = export_float(exact_layers)
-    g_float = forward(layers, inst.x)
+    g_float = forward_float(layers, inst.x)
     float_err = float(np.max(np.abs(g_float - inst.z))) if len(inst.z) else 0.0
     acts, out = _exact_pass(exact_layers, inst.x)     # one exact pass: bound and verification
     err_bound = float(np.max(_bound_from_pass(exact_layers, acts)))

@@ -17,7 +17,7 @@ from fractions import Fraction
 import numpy as np
 
 from ftcjax._src.constructions import _blocks as B
-from ftcjax._src.constructions._exact import (Construction, Instance, check_instance, check_rng,
+from ftcjax._src.constructions._exact import (Construction, CheckedInstance, check_instance, check_rng,
                                               finish, project_exact, to_fractions)
 from ftcjax._src.errors import FTCInputError
 
@@ -43,7 +43,7 @@ def zero_network(d: int, depth: int) -> tuple:
 class _Sorted:
     """The instance in projection order, exact. ts, zs: lists of Fractions; ch: list of bools."""
 
-    def __init__(self, inst: Instance, scale: float, rng, draws: int):
+    def __init__(self, inst: CheckedInstance, scale: float, rng, draws: int):
         self.proj = project_exact(inst.x, rng, draws=draws)
         order = self.proj.order
         self.ts = [self.proj.t[i] for i in order]

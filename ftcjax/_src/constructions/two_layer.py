@@ -14,7 +14,7 @@ from fractions import Fraction
 import numpy as np
 
 from ftcjax._src.constructions._exact import (Construction, check_instance, check_rng, finish,
-                                              forward, project_exact)
+                                              forward_float, project_exact)
 from ftcjax._src.constructions.three_layer import kept_set, zero_network
 from ftcjax._src.errors import FTCInputError
 
@@ -115,7 +115,7 @@ def two_layer_thm44(x, z, changed, *, rng, exact: bool = False, verify: bool = T
     if exact:
         return finish("thm44", ((W1, b1), (W2, b2)), inst, bound, info, check_exact=verify)
     layers = ((W1, b1), (W2, b2))
-    err = float(np.max(np.abs(forward(layers, inst.x) - inst.z))) if K else 0.0
+    err = float(np.max(np.abs(forward_float(layers, inst.x) - inst.z))) if K else 0.0
     info["magnitude"] = magnitude(layers, inst.x)
     return Construction("thm44", layers, None, len(keep), (len(keep),), bound, err, None, info)
 
@@ -192,7 +192,7 @@ def two_layer_slab(x, z, changed, *, rng, max_redraws: int = 10, rel_gap_tol: fl
     b1 = np.asarray(biases, dtype=np.float64).reshape(m)
     W2 = np.asarray(outs, dtype=np.float64).reshape(1, m)
     layers = ((W1, b1), (W2, np.zeros(1)))
-    err = float(np.max(np.abs(forward(layers, X) - Z))) if K else 0.0
+    err = float(np.max(np.abs(forward_float(layers, X) - Z))) if K else 0.0
     bound = 4 * (-(-N // d))
     info = {"N": N, "groups": len(groups), "min_gap": worst_gap,
             "magnitude": magnitude(layers, X),

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 # Small enough that a whole run is compile time plus a second or two on one core, big enough for
 # several chunks and groups (two K values -> two compiled shapes).

@@ -764,3 +764,17 @@ def test_a_few_foreign_lines_among_ours_are_quarantined_not_refused(run):
     notes = RunDir(run).quarantine()
     assert len(notes) == 1 and "line 13" in notes[0]
     assert len(RunDir(run).load()) == 12 and RunDir(run).load().corrupt == 0
+
+
+def test_writer_states_skip_planted_fifos_and_links(tmp_path):
+    # `ftcjax status` reads DIR/env/*.json (liveness): a FIFO must not block it, a link is not followed.
+    from ftcjax.sweep.results import writer_states
+
+    env = tmp_path / "env"
+    env.mkdir()
+    os.mkfifo(env / "fifo.json")
+    (tmp_path / "elsewhere.json").write_text('{"state": "running", "pid": 1}')
+    os.symlink(tmp_path / "elsewhere.json", env / "link.json")
+    (env / "shard-0000-of-0001.json").write_text('{"state": "finished", "pid": 1, "hostname": "h"}')
+    assert writer_states(RunDir(tmp_path)) == {
+        "shard-0000-of-0001": {"state": "finished", "pid": 1, "hostname": "h", "heartbeat": None}}

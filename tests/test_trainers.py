@@ -397,3 +397,15 @@ def test_spec_takes_the_trainer_fields_booleans_included():
                for p in protocols)
     with pytest.raises(Exception, match="train.stop_on_success: 1 is a int, expected true or false"):
         parse_spec(TINY_SPEC.replace("[train]", "[train]\nstop_on_success = 1"))
+
+
+def test_portfolio_and_form_specs_reparse_from_their_canonical_form():
+    # A run directory rebuilds its spec from the manifest's canonical dict (RunDir.spec, status).
+    from ftcjax.sweep.spec import canonical_dict, parse_spec, spec_from_dict
+    from sweep_helpers import TINY_SPEC
+
+    form = '\n[form]\nkind = ["lora", "additive"]\nfrozen_width = 4\nranks = "1:3"\n'
+    for text in (TINY_SPEC + PORTFOLIO, TINY_SPEC.replace("[grid]", '[grid]\nfrozen = "random_relu"') + form):
+        spec = parse_spec(text)
+        again = spec_from_dict(canonical_dict(spec))
+        assert again.hash == spec.hash and again.cells() == spec.cells()

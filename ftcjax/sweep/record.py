@@ -11,6 +11,8 @@ A record is a JSON object (one line of a shard file). Its fields:
 ``protocol``    :meth:`ftcjax.Protocol.to_dict` of the training protocol
 ``chunk``       the plan chunk that computed it (bookkeeping: a key that survives growing the sweep)
 ``min_width``   ... ``probes``: :meth:`ftcjax.WidthResult.to_dict` (the search's outcome)
+``form``        ``[form]`` sweeps only: the fine-tuning form (``Form.to_dict()``) and
+                ``trainable_params``, its trainable parameters at the found size (None if censored)
 ``timing``      bookkeeping kept apart from the results (writer, chunk seconds, finish time)
 =============== =====================================================================================
 
@@ -69,6 +71,8 @@ class Record(TypedDict, total=False):
     strategy: str
     problem: dict
     probes: list
+    form: dict
+    trainable_params: int | None
     timing: dict
 
 

@@ -89,14 +89,16 @@ def writer_states(rd: RunDir) -> dict[str, dict[str, Any]]:
     A writer whose record says "running" but whose process is gone (``kill -9``, a crash, a node lost)
     is "dead"; on another host liveness cannot be checked and the heartbeat age is all there is.
     """
+    from ftcjax._src.errors import FTCEnvironmentError
+    from ftcjax.sweep import files
     from ftcjax.sweep.environment import writer_alive
 
     out = {}
     env_dir = rd.root / "env"
-    for path in sorted(env_dir.glob("*.json")) if env_dir.is_dir() else []:
-        try:
-            env = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+    for path in sorted(env_dir.glob("*.json")) if env_dir.is_dir() and not env_dir.is_symlink() else []:
+        try:  # regular files only, size-limited: a planted link or FIFO is skipped, never followed
+            env = json.loads(files.read_regular(path, limit=1 << 20, what="writer record"))
+        except (OSError, FTCEnvironmentError, ValueError):
             continue
         if not isinstance(env, dict):
             continue

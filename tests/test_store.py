@@ -122,3 +122,22 @@ def test_status_and_export_of_partial_run(tmp_path):
 def test_not_a_run_dir(tmp_path):
     with pytest.raises(FTCInputError, match="not a ftcjax run directory"):
         status(tmp_path)
+
+
+def test_a_run_directory_of_an_older_ftcjax_is_named_not_called_damaged(tmp_path):
+    import json
+
+    import pytest
+
+    from ftcjax import FTCInputError
+    from ftcjax.sweep.spec import parse_spec
+    from ftcjax.sweep.store import RunDir, _legacy_spec_hash
+    from sweep_helpers import TINY_SPEC
+
+    rd = RunDir(tmp_path / "run")
+    rd.prepare(parse_spec(TINY_SPEC))
+    m = json.loads(rd.manifest_path.read_text())
+    m["spec_hash"] = _legacy_spec_hash(m["spec"])  # what ftcjax wrote before sweeps could grow
+    rd.manifest_path.write_text(json.dumps(m))
+    with pytest.raises(FTCInputError, match="written by an older ftcjax"):
+        rd.read_manifest()

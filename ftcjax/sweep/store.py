@@ -90,6 +90,18 @@ def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
+def _legacy_spec_hash(canon: Any) -> str | None:
+    """The spec hash of ftcjax before sweeps could grow (SHA-256 of the whole canonical dict), to tell
+    an old run directory from an edited one."""
+    import hashlib
+
+    try:
+        text = json.dumps(canon, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _spec_text(manifest: dict[str, Any]) -> str:
     """The human copy of the spec (``spec.toml``): its text, then the command-line overrides if any."""
     text = str(manifest.get("spec_text", ""))
@@ -168,6 +180,12 @@ class RunDir:
             actual = spec_hash(value["spec"])
         except (TypeError, ValueError) as e:
             raise FTCEnvironmentError(f"{where}: its spec cannot be hashed ({e})") from None
+        if actual != value["spec_hash"] and _legacy_spec_hash(value["spec"]) == value["spec_hash"]:
+            raise FTCInputError(
+                f"run directory {str(self.root)!r} was written by an older ftcjax (before spec hashes "
+                "covered only what growing a sweep keeps, and Protocol.chunk became lanes_per_step); "
+                "this version cannot continue or report it: rerun its spec.toml into a new directory "
+                "(the same spec gives the same results)")
         if actual != value["spec_hash"]:
             raise FTCEnvironmentError(
                 f"{where}: its spec hashes to {actual}, not to the recorded spec_hash "

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["construction_counts"]
+__all__ = ["construction_counts", "regenerated"]
 
 
 def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances: int = 2000,
@@ -55,7 +55,7 @@ def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances:
             continue
         prob = make_problem(pkeys[i], K=K, d=d, N=N, data=c.get("data", "gaussian"),
                             labels=c.get("labels", "uniform"), frozen=c.get("frozen", "interpolant"),
-                            dtype=c.get("dtype", "float64"))
+                            dtype="float64")  # as the runner: problems are always drawn in float64
         x = np.asarray(prob.x, dtype=np.float64)
         z = np.asarray(prob.z, dtype=np.float64)
         changed = np.asarray(prob.changed, dtype=bool)
@@ -80,3 +80,36 @@ def _count(build, x, z, changed, seed, **kw) -> Optional[int]:
         return int(build(x, z, changed, rng=seed, **kw).neurons)
     except ValueError:  # FTCInputError is a ValueError
         return None
+
+
+def regenerated(records: Sequence[dict], run_dir: str) -> Optional[list]:
+    """``[(record, x (K, d), z (K,), changed (K,))]`` for the records of depth 2 or 3 with N >= 1: the
+    instances regenerated from the run's seed exactly as the runner drew them (float64 arrays).
+
+    None when the run's manifest is missing (records copied alone) or a regenerated instance does not
+    reproduce the loss of g = 0 its record stored (a foreign or damaged record).
+    """
+    from ftcjax._src.problems import make_problem
+    from ftcjax.sweep.plan import Instance, instance_keys
+    from ftcjax.sweep.store import RunDir
+
+    try:
+        seed = int(RunDir(run_dir).read_manifest()["spec"]["seed"])
+    except (ValueError, KeyError, OSError):
+        return None
+    kept = [r for r in records if int(r["cell"]["depth"]) in (2, 3) and int(r["cell"]["N"]) >= 1]
+    insts = [Instance(dict(r["cell"]), int(r.get("replicate", 0))) for r in kept]
+    pkeys, _ = instance_keys(seed, insts)
+    out = []
+    for i, (rec, inst) in enumerate(zip(kept, insts)):
+        c = inst.cell
+        prob = make_problem(pkeys[i], K=int(c["K"]), d=int(c["d"]), N=int(c["N"]), data=c.get("data", "gaussian"),
+                            labels=c.get("labels", "uniform"), frozen=c.get("frozen", "interpolant"),
+                            dtype="float64")  # as the runner: problems are always drawn in float64
+        x = np.asarray(prob.x, dtype=np.float64)
+        z = np.asarray(prob.z, dtype=np.float64)
+        stored = (rec.get("problem") or {}).get("mse_zero")
+        if stored is not None and not np.isclose(float(np.mean(z ** 2)), stored, rtol=1e-5, atol=1e-9):
+            return None
+        out.append((rec, x, z, np.asarray(prob.changed, dtype=bool)))
+    return out

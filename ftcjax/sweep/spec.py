@@ -244,8 +244,8 @@ def canonical_dict(spec: SweepSpec) -> dict[str, Any]:
     }
     if spec.form_options:  # only form sweeps carry the key: older specs keep their hashes
         out["form"] = form_table(axes, dict(spec.form_options))
-    if spec.portfolio:
-        out["portfolio"] = [[name, [list(f) for f in fields]] for name, fields in spec.portfolio]
+    if spec.portfolio:  # the spec's own [[portfolio.member]] shape, so the manifest re-parses as a spec
+        out["portfolio"] = {"member": [{"name": name, **dict(fields)} for name, fields in spec.portfolio]}
     return out
 
 

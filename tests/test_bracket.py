@@ -187,7 +187,7 @@ replicates = 2
 depth = [2, 3]
 N = [1, 2]
 K = 8
-d = 1
+d = [1, 3]             # a line (the oracle bounds) and general position (LM fits)
 criterion = "strict"
 tol = 0.001
 
@@ -232,9 +232,9 @@ def test_bracket_is_consistent_on_every_stored_instance(tmp_path):
     assert proc.returncode == 0, proc.stderr
     records = load_records(str(out))
     inst = regenerated(records, str(out))
-    assert inst is not None and len(inst) == len(records) == 16
+    assert inst is not None and len(inst) == len(records) == 32
     rows = B.instance_brackets(records, inst)
-    assert len(rows) == 8
+    assert len(rows) == 16
     data = {json.dumps([{k: r["cell"][k] for k in B.PROBLEM_FIELDS}, r["replicate"]], sort_keys=True): (x, z, c)
             for r, x, z, c in inst}
     n_trained = 0

@@ -165,12 +165,13 @@ def test_hand_built_rank_one_last_layer_case_is_found_at_rank_one():
                                    (feats @ frozen[1][0].T + frozen[1][1])[:, 0], atol=1e-14)
     protocol = ftcjax.Protocol(optimizer="adam", learning_rate=3e-2, steps=1500, segment=250, restarts=2,
                                criterion="strict", tol=1e-6, unroll=1)
-    # bisection probes rank 0 too (the adaptive rule's geometric ladder cannot start at 0)
-    res = ftcjax.min_width(prob, key=jax.random.key(1), protocol=protocol, widths=[0, 1, 2, 3],
-                           strategy="bisect", form=ftcjax.LoRA(layers=(-1,)))
-    assert res.min_width == 1 and not res.censored
-    tried = {p.width: p.success for p in res.probes}
-    assert tried[0] is False and tried[1] is True
+    # both rules probe rank 0 (no update) as a candidate of its own; the adaptive ladder starts above it
+    for strategy in ("bisect", "adaptive"):
+        res = ftcjax.min_width(prob, key=jax.random.key(1), protocol=protocol, widths=[0, 1, 2, 3],
+                               strategy=strategy, form=ftcjax.LoRA(layers=(-1,)))
+        assert res.min_width == 1 and not res.censored, strategy
+        tried = {p.width: p.success for p in res.probes}
+        assert tried[0] is False and tried[1] is True, strategy
 
 
 def test_parameter_counts():

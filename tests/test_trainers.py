@@ -1,6 +1,8 @@
 """Trainers: every optimizer, Levenberg-Marquardt against scipy, end reasons, records, keys."""
 import jax
 import jax.numpy as jnp
+import json
+
 import numpy as np
 import optax
 import pytest
@@ -352,6 +354,21 @@ def test_portfolio_members_share_instances_and_store_their_minimum(tmp_path):
         assert row["best_width"] == (min(trained) if trained else None)
         assert all(widths[m] == row["best_width"] for m in row["best_members"])
     assert "member" not in rows[0]["cell"] and "optimizer" not in rows[0]["cell"]
+
+
+def test_portfolio_spec_round_trips_through_the_manifest(tmp_path):
+    """A run directory rebuilds its spec from the manifest's canonical dict: a portfolio must re-parse to
+    the same members and the same hash (it did not: every portfolio run ended in 'invalid sweep spec')."""
+    from ftcjax.sweep._testing import TINY_SPEC
+    from ftcjax.sweep.spec import canonical_dict, parse_spec, spec_from_dict, spec_hash
+    from ftcjax.sweep.store import RunDir
+
+    spec = parse_spec(TINY_SPEC + PORTFOLIO)
+    again = spec_from_dict(json.loads(json.dumps(canonical_dict(spec))), text=spec.text)
+    assert again.portfolio == spec.portfolio and spec_hash(again) == spec_hash(spec)
+    rd = RunDir(tmp_path / "run")
+    rd.prepare(spec)
+    assert rd.spec().portfolio == spec.portfolio and spec_hash(rd.spec()) == spec_hash(spec)
 
 
 def test_best_over_members_on_hand_built_records():

@@ -256,3 +256,86 @@ def test_oracle_bad_input():
         min_breakpoints([0.0, np.nan, 1.0])
     with pytest.raises(FTCInputError, match="x"):
         min_breakpoints([0.0, 1.0, 0.0], x=[0.0, 2.0, 1.0])
+
+
+# ----------------------------------------------------------------------------- tolerant oracle, exact width
+
+from ftcjax._src.worst_case import min_breakpoints_within, oracle_two_layer_width  # noqa: E402
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_min_breakpoints_within_is_a_lower_bound_for_every_admissible_perturbation(seed):
+    """For z + e with |e_i| <= eps (random corners and interior points of the box, the extreme cases of a
+    sign flip), the exact oracle of the perturbed data never goes below the tolerant bound."""
+    rng = np.random.default_rng(seed)
+    K = 9
+    x = np.sort(rng.uniform(0, 4, K))
+    z = np.where(rng.random(K) < 0.5, rng.uniform(-1, 1, K), 0.0)
+    for eps in (0.0, 1e-3, 0.05, 0.3):
+        lb = min_breakpoints_within(z, x, eps)
+        assert lb <= min_breakpoints(z, x)
+        for _ in range(40):
+            e = eps * rng.choice([-1.0, 1.0, 0.0, 0.5], size=K)
+            assert min_breakpoints(z + e, x) >= lb, (eps, e)
+
+
+def test_min_breakpoints_within_at_zero_is_the_oracle_and_shrinks_with_eps():
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        z = rng.uniform(-1, 1, 12)
+        assert min_breakpoints_within(z, None, 0) == min_breakpoints(z)
+        vals = [min_breakpoints_within(z, None, e) for e in (0, 0.01, 0.1, 1.0, 10.0)]
+        assert vals == sorted(vals, reverse=True) and vals[-1] == 0
+    x, z, _ = worst_case_two_layer(5, 20)
+    assert min_breakpoints_within(z, x, 1e-3) == 15  # turns of size >= 1 survive a 1e-3 tolerance
+    with pytest.raises(FTCInputError, match="eps"):
+        min_breakpoints_within(z, x, -1.0)
+
+
+def _net_from_interpolant(z, x):
+    """The 2-layer ReLU net behind ``oracle_two_layer_width`` built explicitly (exact rationals):
+    breakpoints left of a flat piece use leftward units relu(t_k - t), the others rightward relu(t - t_k);
+    without a flat piece one extra unit relu(t - x_1 + 1) carries the first slope."""
+    bps, changes, slope0, value0 = min_breakpoint_interpolant(z, x)
+    xs = [Fraction(v) for v in (x if x is not None else range(1, len(z) + 1))]
+    slopes = [slope0]
+    for c in changes:
+        slopes.append(slopes[-1] + c)
+    flat = next((k for k, s in enumerate(slopes) if s == 0), None)
+
+    def f_interp(t):
+        return value0 + slope0 * (t - xs[0]) + sum(c * max(t - b, 0) for b, c in zip(bps, changes))
+
+    units = []  # (w, b, a): a * relu(w t - b)
+    if flat is None:
+        units.append((Fraction(1), xs[0] - 1, slope0))
+        units += [(Fraction(1), b, c) for b, c in zip(bps, changes)]
+    else:
+        for k, (b, c) in enumerate(zip(bps, changes)):
+            # a leftward unit c relu(b - t) adds slope -c left of b and 0 right of it: a change of +c
+            units.append((Fraction(-1), -b, c) if k < flat else (Fraction(1), b, c))
+    t_flat = None if flat is None else (bps[flat - 1] if flat > 0 else bps[0] - 1 if bps else xs[0])
+
+    def g(t, c0):
+        return c0 + sum(a * max(w * t - b, 0) for w, b, a in units)
+
+    c0 = f_interp(xs[0]) - g(xs[0], 0) if flat is None else f_interp(t_flat) - g(t_flat, 0)
+    return len(units), [g(t, c0) for t in xs]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_oracle_width_is_realised_by_an_explicit_net_exactly(seed):
+    rng = np.random.default_rng(seed)
+    K = int(rng.integers(4, 14))
+    x = np.sort(rng.choice(np.arange(1, 60), K, replace=False)).astype(float)
+    z = np.where(rng.random(K) < 0.5, rng.integers(-3, 4, K), 0).astype(float)
+    m, out = _net_from_interpolant(z, x)
+    assert m == oracle_two_layer_width(z, x)
+    assert out == [Fraction(v) for v in z]
+    assert min_breakpoints(z, x) <= m <= min_breakpoints(z, x) + 1
+
+
+def test_oracle_width_on_the_worst_case_is_exactly_3N():
+    for N in (1, 3, 7):
+        x, z, _ = worst_case_two_layer(N, 3 * N + 2)
+        assert oracle_two_layer_width(z, x) == min_breakpoints(z) == 3 * N

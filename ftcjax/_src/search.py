@@ -305,8 +305,10 @@ def ladder_indices(widths, ratio: float = 2.0) -> list:
     candidate to the largest, so any window of trainability wider than ``ratio`` holds a ladder width."""
     w = np.asarray(widths, float)
     C = w.shape[0]
-    steps = int(math.ceil(math.log(w[-1] / w[0]) / math.log(ratio))) if C > 1 else 0
-    targets = w[0] * ratio ** np.arange(steps + 1)
+    pos = w[w > 0]  # a rank-0 (no update) candidate is probed as itself; the ladder starts above it
+    w0 = pos[0] if pos.size else 1.0
+    steps = int(math.ceil(math.log(max(w[-1], w0) / w0) / math.log(ratio))) if C > 1 else 0
+    targets = w0 * ratio ** np.arange(steps + 1)
     idx = {int(np.searchsorted(w, t, side="right")) - 1 for t in targets} | {0, C - 1}
     return sorted(i for i in idx if 0 <= i < C)
 

@@ -28,6 +28,8 @@ __all__ = [
     "min_breakpoints",
     "turn_signs",
     "min_breakpoint_interpolant",
+    "min_breakpoints_within",
+    "oracle_two_layer_width",
 ]
 
 
@@ -314,3 +316,54 @@ def min_breakpoint_interpolant(z, x=None) -> tuple[list[Fraction], list[Fraction
                 changes.append(s[i] - s[i - 1])
                 k += 1
     return bps, changes, s[0], zq[0]
+
+
+def min_breakpoints_within(z, x=None, eps=0) -> int:
+    """Minimum number of breakpoints of ANY CPWL f with ``max_i |f(x_i) - z_i| <= eps``: a lower bound.
+
+    Every fit within ``eps`` is an exact interpolant of some ``z + e`` with ``|e_i| <= eps``. A turn
+    ``D_i = s_i - s_{i-1}`` moves by at most ``2 eps (1/dx_{i-1} + 1/dx_i)`` under such ``e``; a turn
+    larger than that keeps its sign for every admissible ``e`` (*robust*). The hitting-set argument of
+    :func:`min_breakpoints` applies to the robust turns alone (a turn that may vanish or flip is
+    dropped, i.e. set to 0: a lower bound, since dropping can only split runs). With ``eps = 0`` this is
+    ``min_breakpoints`` exactly.
+
+    Args:
+      z: (K,) values; x: optional (K,) or (K, 1) strictly increasing positions (default 1..K);
+      eps: the absolute tolerance (>= 0), e.g. the strict criterion's ``tol * max(1, max|z|)``.
+    Returns:
+      int, computed in exact rational arithmetic.
+    """
+    zq, xq = _validate_line(z, x)
+    e = _as_exact([eps])[0]
+    if e < 0:
+        raise FTCInputError(f"eps must be >= 0, got {eps}")
+    K = len(zq)
+    if K <= 2:
+        return 0
+    xs = xq if xq is not None else [Fraction(i + 1) for i in range(K)]
+    s = _secant_slopes(zq, xs)
+    signs = []
+    for i in range(1, len(s)):
+        d = s[i] - s[i - 1]
+        slack = 2 * e * (1 / (xs[i] - xs[i - 1]) + 1 / (xs[i + 1] - xs[i]))
+        signs.append(1 if d > slack else (-1 if d < -slack else 0))
+    return sum((length + 1) // 2 for _, length, _ in _runs(np.asarray(signs, dtype=np.int8)))
+
+
+def oracle_two_layer_width(z, x=None) -> int:
+    """Neurons of the smallest 2-layer ReLU net through ``min_breakpoint_interpolant``: exact capacity
+    up to one neuron.
+
+    A 2-layer net ``c + sum_j a_j relu(w_j t - b_j)`` on a line puts one breakpoint per neuron; with
+    ``b`` breakpoints it must have a piece of slope 0 (neurons left of it oriented leftwards, right of
+    it rightwards) or one more neuron (a unit active on every sample carries the slope). So the width
+    is ``b`` when the optimal interpolant built here has a flat piece, else ``b + 1``; the capacity of
+    the instance lies in ``[min_breakpoints(z, x), oracle_two_layer_width(z, x)]``, exactly.
+    """
+    bps, changes, slope0, _ = min_breakpoint_interpolant(z, x)
+    slope, flat = slope0, slope0 == 0
+    for c in changes:
+        slope += c
+        flat = flat or slope == 0
+    return len(bps) + (0 if flat else 1)

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["construction_counts"]
+__all__ = ["construction_counts", "regenerated"]
 
 
 def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances: int = 2000,
@@ -79,3 +79,35 @@ def _count(build, x, z, changed, seed, **kw) -> Optional[int]:
         return int(build(x, z, changed, rng=seed, **kw).neurons)
     except ValueError:  # FTCInputError is a ValueError
         return None
+
+
+def regenerated(records: Sequence[dict], run_dir: str) -> Optional[list]:
+    """``[(record, x (K, d), z (K,), changed (K,))]`` for the records of depth 2 or 3 with N >= 1: the
+    instances regenerated from the run's seed exactly as the runner drew them (float64 arrays).
+
+    None when the run's manifest is missing (records copied alone) or a regenerated instance does not
+    reproduce the loss of g = 0 its record stored (a foreign or damaged record).
+    """
+    from ftcjax.sweep.cells import instance_problems
+    from ftcjax.sweep.plan import Instance
+    from ftcjax.sweep.store import RunDir
+
+    try:
+        seed = int(RunDir(run_dir).read_manifest()["spec"]["seed"])
+    except (ValueError, KeyError, OSError):
+        return None
+    kept = [r for r in records if int(r["cell"]["depth"]) in (2, 3) and int(r["cell"]["N"]) >= 1]
+    insts = [Instance(dict(r["cell"]), int(r.get("replicate", 0))) for r in kept]
+    try:
+        problems = instance_problems(seed, insts)  # the runner's own mapping from cell to problem
+    except (KeyError, ValueError):  # records of another schema: the instances cannot be rebuilt
+        return None
+    out = []
+    for rec, prob in zip(kept, problems):
+        x = np.asarray(prob.x, dtype=np.float64)
+        z = np.asarray(prob.z, dtype=np.float64)
+        stored = (rec.get("problem") or {}).get("mse_zero")
+        if stored is not None and not np.isclose(float(np.mean(z ** 2)), stored, rtol=1e-5, atol=1e-9):
+            return None
+        out.append((rec, x, z, np.asarray(prob.changed, dtype=bool)))
+    return out

@@ -178,6 +178,18 @@ def _parser() -> argparse.ArgumentParser:
 
     add_actions(cv.add_subparsers(dest="action", metavar="ACTION"), _formatter)
 
+    b = sub.add_parser("bracket", formatter_class=_formatter,
+                       help="capacity bracket per instance: proven lower bound, best known, trained",
+                       description="Regenerate every instance of a run from its seed and put three numbers "
+                                   "side by side: the best proven lower bound (with what it assumes), the "
+                                   "best known network (constructions built on the instance, float64 strict "
+                                   "fits) and each protocol's trained widths; fit the trainability gap.",
+                       epilog="examples:\n  ftcjax bracket runs/worst_case\n"
+                              "  ftcjax bracket runs/k_dependence --over K --out figures/k_dependence")
+    b.add_argument("dir", metavar="DIR", help="run directory")
+    b.add_argument("--over", choices=("N", "K"), help="the axis the gap is fitted against (default: the report's)")
+    b.add_argument("--out", metavar="DIR", help="where bracket.md and bracket.png/.pdf go (default DIR/figures)")
+
     f = sub.add_parser("figures", formatter_class=_formatter, help="draw the figures of a run",
                        description="Write every figure the stored results allow (PNG and PDF by default).",
                        epilog="examples:\n  ftcjax figures runs/default --out figs/\n"
@@ -432,6 +444,17 @@ def _cmd_figures(args) -> int:
     return 0
 
 
+def _cmd_bracket(args) -> int:
+    from ftcjax.analysis.bracket import write_brackets  # imports matplotlib: only for this subcommand
+
+    _check_name("DIR", args.dir)
+    paths = write_brackets(args.dir, out=args.out, over=args.over)
+    sys.stdout.write(Path(paths[0]).read_text())
+    for path in paths:
+        print(path, file=sys.stderr)
+    return 0
+
+
 def _cmd_convergence(args) -> int:
     from ftcjax._convergence_cli import run_action
 
@@ -441,7 +464,8 @@ def _cmd_convergence(args) -> int:
 
 
 _COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "status": _cmd_status, "export": _cmd_export,
-             "report": _cmd_report, "figures": _cmd_figures, "convergence": _cmd_convergence}
+             "report": _cmd_report, "figures": _cmd_figures, "convergence": _cmd_convergence,
+             "bracket": _cmd_bracket}
 
 
 def _one_line(msg: str) -> str:

@@ -62,7 +62,13 @@ def report_text(run_dir, *, fmt: str = "table", compare: Optional[str] = None, n
     partner = compare if compare is not None else find_convergence_partner(run_dir) if single else None
     if partner is not None:
         comp = compare_runs(run_dir, partner)
-    return format_report(build_report(records, n_boot=n_boot, seed=seed, convergence=comp), fmt)
+    text = format_report(build_report(records, n_boot=n_boot, seed=seed, convergence=comp), fmt)
+    from ftcjax.analysis import fig9
+
+    paper = fig9.paper_setting_records(records)
+    if paper and fmt in ("table", "markdown"):  # the paper's own setting: compare with its figure, per N
+        text += "\n" + fig9.format_comparison(fig9.comparison_table(paper))
+    return text
 
 
 def write_default_outputs(run_dir: str) -> None:

@@ -23,7 +23,6 @@ instances are regenerated from the run's seed exactly as the runner drew them.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -141,7 +140,7 @@ def _protocol_label(cell: dict, varying: Sequence[str]) -> str:
 
 def _typical(rec: dict) -> tuple:
     """(typical width or None, censored, (lower, upper] interval) of one record."""
-    w = rec.get("w50") if str(rec.get("search_rule", "")).startswith("adaptive") else rec.get("min_width")
+    w = rec.get("w50") if _rec.search_rule_of(rec).startswith("adaptive") else rec.get("min_width")
     cens = bool(rec.get("censored")) or w is None
     lo, hi = _rec.width_interval(dict(rec, min_width_is="w50"), None if cens else w, cens)
     return (None if cens else int(w)), cens, (lo, hi)
@@ -152,7 +151,7 @@ def _other_criteria(rec: dict, label: str) -> list:
     trained for its full budget (``stop_on_success = false``): then each probe's pass flags are the
     final ones for every criterion, and the smallest passing probed width is that criterion's width."""
     cell = rec["cell"]
-    if cell.get("stop_on_success", True) or not str(rec.get("search_rule", "")).startswith("grid"):
+    if cell.get("stop_on_success", True) or not _rec.search_rule_of(rec).startswith("grid"):
         return []
     out = []
     probed = sorted(int(p["width"]) for p in rec.get("probes", []))
@@ -410,22 +409,3 @@ def write_brackets(run_dir: str, *, out: Optional[str] = None, over: Optional[st
         paths.append(os.path.join(out, f"bracket.{ext}"))
         fig.savefig(paths[-1], dpi=130)
     return paths
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ftcjax.analysis.bracket", description=__doc__.split("\n")[0])
-    ap.add_argument("run_dir")
-    ap.add_argument("--out", default=None, help="output directory (default RUN_DIR/figures)")
-    ap.add_argument("--over", choices=("N", "K"), default=None)
-    a = ap.parse_args(argv)
-    try:
-        for p in write_brackets(a.run_dir, out=a.out, over=a.over):
-            print(p)
-    except FTCInputError as e:
-        print(f"ftcjax: error: {e}")
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

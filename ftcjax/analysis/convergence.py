@@ -78,6 +78,12 @@ def doubled_spec_dict(data: dict, *, factor: int = 2, subset: Optional[dict] = N
             train[k] = int(v) * factor
         else:
             raise FTCInputError(f"train.{k}: {v!r} must be an integer or a list of integers")
+        # a portfolio member's own budget scales too, or its twin would repeat it unchanged
+        for i, member in enumerate((out.get("portfolio") or {}).get("member") or []):
+            if isinstance(member, dict) and k in member:
+                if isinstance(member[k], bool) or not isinstance(member[k], int):
+                    raise FTCInputError(f"portfolio.member[{i}].{k}: {member[k]!r} must be an integer")
+                member[k] = int(member[k]) * factor
     tag = "" if tuple(axes) == ("steps", "restarts") else "-" + "-".join(axes)
     out["name"] = f"{data.get('name', 'sweep')}{tag}-x{factor}"
     desc = data.get("description", "")
@@ -128,9 +134,20 @@ def dump_toml(data: dict) -> str:
     """Minimal TOML writer for sweep specs (top-level scalars, then one level of tables)."""
     lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     for k, v in data.items():
-        if isinstance(v, dict):
-            lines += ["", f"[{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+        if not isinstance(v, dict):
+            continue
+        scalars = {kk: vv for kk, vv in v.items() if not _is_table_array(vv)}
+        if scalars or len(scalars) == len(v):
+            lines += ["", f"[{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in scalars.items()]
+        for kk, vv in v.items():  # arrays of tables, e.g. [[portfolio.member]]
+            if _is_table_array(vv):
+                for table in vv:
+                    lines += ["", f"[[{k}.{kk}]]"] + [f"{a} = {_toml_value(b)}" for a, b in table.items()]
     return "\n".join(lines) + "\n"
+
+
+def _is_table_array(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(t, dict) for t in v)
 
 
 def doubled_spec_text(text: str, *, factor: int = 2, subset: Optional[dict] = None) -> str:

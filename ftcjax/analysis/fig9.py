@@ -5,13 +5,12 @@ over all K samples) over (N, m) on N = 1:10:491, m = 6:6:48, with a linear virid
 step line "smallest m with l_FT <= 0.04". :data:`PAPER_STEPS` is that step line as read from the
 figure's vector graphics (``../shared/paper-fig9.md``; approximate). Our side reads the loss at the end
 of the full budget (``mse_end`` of a run with ``stop_on_success = false``; a run that stopped at its
-first success is flagged, its loss is the loss at stop). Plain numpy + matplotlib.
+first success is flagged, its loss is the loss at stop). Plain numpy; the figure is
+:func:`ftcjax.analysis.figures.fig_paper9`.
 """
 from __future__ import annotations
 
-import argparse
 import math
-import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -19,12 +18,11 @@ import numpy as np
 from ftcjax._src.errors import FTCInputError
 from ftcjax.analysis import records as _rec
 
-__all__ = ["PAPER_STEPS", "PAPER_GRID_M", "PAPER_THRESHOLD", "paper_min_m", "instance_min_m", "comparison_table",
-           "format_comparison", "fig_fig9", "write_fig9"]
+__all__ = ["PAPER_STEPS", "PAPER_GRID_M", "PAPER_THRESHOLD", "paper_min_m", "paper_setting_records", "instance_min_m", "comparison_table",
+           "format_comparison"]
 
 PAPER_THRESHOLD = 0.04
 PAPER_GRID_M = (6, 12, 18, 24, 30, 36, 42, 48)
-PAPER_SQRT_COEF = 2.40  # the red reference curve m = 2.40 sqrt(N)
 # (first N, last N, smallest m with l_FT <= 0.04), N on the paper's grid 1:10:491
 PAPER_STEPS = ((1, 61, 6), (71, 71, 12), (81, 81, 6), (91, 101, 18), (111, 111, 24), (121, 121, 30),
                (131, 141, 24), (151, 201, 36), (211, 331, 42), (341, 491, 48))
@@ -61,6 +59,13 @@ def instance_min_m(rec: dict, threshold: float = PAPER_THRESHOLD) -> float:
 def _grid_step(widths: Sequence[int]) -> int:
     w = sorted(set(widths))
     return int(np.min(np.diff(w))) if len(w) > 1 else 1
+
+
+def paper_setting_records(records: Sequence[dict]) -> list:
+    """The records of the paper's Fig. 9 setting that probed every width (3-layer g, d = 10, K = 1000,
+    grid rule): the ones the per-N comparison is about; empty when there are none."""
+    return [r for r in records if int(r["cell"].get("depth", 0)) == 3 and int(r["cell"].get("K", 0)) == 1000
+            and int(r["cell"].get("d", 0)) == 10 and _rec.search_rule_of(r).startswith("grid")]
 
 
 def comparison_table(records: Sequence[dict]) -> list:
@@ -116,132 +121,3 @@ def format_comparison(rows: Sequence[dict]) -> str:
         lines += ["", "Note: some runs stopped at their first success (stop_on_success = true): their "
                   "losses are losses at stop, not after the full budget."]
     return "\n".join(lines) + "\n"
-
-
-def _passing(rec: dict, crit: str) -> dict:
-    return {int(p["width"]): bool(any(p["passed"][crit])) for p in rec.get("probes", [])}
-
-
-def fig_fig9(records: Sequence[dict]):
-    """Heat map of the final loss (first member) with the paper's and our step lines and 2.40 sqrt(N),
-    then the strict and relative criteria on the same trainings: fraction of instances passing under
-    the portfolio's best member at each (N, m)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    recs = [r for r in records if int(r["cell"].get("depth", 0)) == 3]
-    if not recs:
-        return None
-    members = list(dict.fromkeys(r["cell"].get("member", "-") for r in recs))
-    first = [r for r in recs if r["cell"].get("member", "-") == members[0]]
-    Ns = np.array(sorted({int(r["cell"]["N"]) for r in first}))
-    widths = np.array(sorted({int(p["width"]) for r in first for p in r.get("probes", [])}))
-    if Ns.size < 2 or widths.size < 2:
-        return None
-    loss = np.full((Ns.size, widths.size), np.nan)
-    for i, n in enumerate(Ns):
-        L = [_loss_by_width(r) for r in first if int(r["cell"]["N"]) == n]
-        for j, w in enumerate(widths):
-            v = [lw[w] for lw in L if w in lw]
-            loss[i, j] = np.median(v) if v else np.nan
-
-    def edges(v):
-        v = v.astype(float)
-        mid = (v[1:] + v[:-1]) / 2
-        return np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
-
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw=dict(width_ratios=[1.25, 1, 1]))
-    ax = axes[0]
-    mesh = ax.pcolormesh(edges(Ns), edges(widths), loss.T, cmap="viridis", vmin=0.0, vmax=np.nanmax(loss),
-                         shading="flat")
-    fig.colorbar(mesh, ax=ax, label="l_FT at the end of the budget (median over instances)")
-    pN = np.arange(1, 492, 10)
-    ax.step(pN, [paper_min_m(n) for n in pN], where="mid", color="orange", lw=2, label="paper: smallest m, l_FT <= 0.04")
-    ours = [np.median([instance_min_m(r) for r in first if int(r["cell"]["N"]) == n]) for n in Ns]
-    ours = np.where(np.isfinite(ours), ours, np.nan)
-    ax.step(Ns, ours, where="mid", color="white", lw=2, ls="--", label=f"ours ({members[0]}): same rule")
-    nn = np.linspace(1, Ns.max(), 200)
-    ax.plot(nn, np.minimum(PAPER_SQRT_COEF * np.sqrt(nn), widths.max() + 3), color="red", lw=1.2,
-            label="2.40 sqrt(N) (the paper's curve)")
-    mz = np.array([np.median([float((r.get("problem") or {}).get("mse_zero", np.nan))
-                              for r in first if int(r["cell"]["N"]) == n]) for n in Ns])
-    triv = Ns[mz <= PAPER_THRESHOLD]
-    if triv.size:  # hatched, not filled: the heat map underneath stays readable
-        right = edges(Ns)[int(np.searchsorted(Ns, triv.max())) + 1]
-        ax.axvspan(edges(Ns)[0], right, facecolor="none", edgecolor="red", hatch="//", lw=1.0,
-                   label="g = 0 already has l_FT <= 0.04 (trivial)")
-    ax.set_xlim(edges(Ns)[0], edges(Ns)[-1])
-    ax.set_ylim(edges(widths)[0], edges(widths)[-1])
-    ax.set_yticks(widths)
-    ax.set_xlabel("N (changed labels)")
-    ax.set_ylabel("m (hidden neurons, d1 + d2)")
-    ax.set_title("paper criterion: final loss, linear scale as in the paper", fontsize=10)
-    ax.legend(loc="lower right", fontsize=7, framealpha=0.8)
-    for ax, crit in zip(axes[1:], ("strict", "relative")):
-        frac = np.full((Ns.size, widths.size), np.nan)
-        for i, n in enumerate(Ns):
-            inst: dict = {}
-            for r in recs:
-                if int(r["cell"]["N"]) == n:  # the portfolio's best: any member passes
-                    key = r.get("replicate", 0)
-                    cur = inst.setdefault(key, {})
-                    for w, ok in _passing(r, crit).items():
-                        cur[w] = cur.get(w, False) or ok
-            for j, w in enumerate(widths):
-                v = [c[w] for c in inst.values() if w in c]
-                frac[i, j] = np.mean(v) if v else np.nan
-        m2 = ax.pcolormesh(edges(Ns), edges(widths), frac.T, cmap="viridis", vmin=0, vmax=1, shading="flat")
-        fig.colorbar(m2, ax=ax, label=f"fraction of instances passing ({crit}), best of {len(members)} members")
-        ax.set_yticks(widths)
-        ax.set_xlabel("N (changed labels)")
-        ax.set_ylabel("m (hidden neurons)")
-        ax.set_title(f"{crit} criterion on the same trainings", fontsize=10)
-    K = int(first[0]["cell"]["K"])
-    d = int(first[0]["cell"]["d"])
-    fig.suptitle(f"Paper Fig. 9, faithful: 3-layer g, d = {d}, K = {K}; "
-                 f"{int(np.median([sum(1 for r in first if int(r['cell']['N']) == n) for n in Ns]))} instances per N",
-                 fontsize=11)
-    fig.text(0.01, 0.01, "Left: median final loss per (N, m) for member " + members[0] + "; orange: the paper's step "
-             "line as drawn; white dashed: ours by the same rule (median over instances). Middle, right: the same "
-             "runs judged by the strict (max error <= tol) and relative (loss <= rel_eps x loss of g = 0) criteria.",
-             fontsize=7, wrap=True)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
-    return fig
-
-
-def write_fig9(run_dir: str, *, out: Optional[str] = None) -> list:
-    """Write ``fig9.md`` and ``fig9_faithful.png``/``.pdf`` for a run directory; returns the paths."""
-    records = _rec.load_records(run_dir)
-    if not records:
-        raise FTCInputError(f"run_dir: no finished instances in {run_dir!r}")
-    out = out or os.path.join(os.fspath(run_dir), "figures")
-    os.makedirs(out, exist_ok=True)
-    paths = [os.path.join(out, "fig9.md")]
-    with open(paths[0], "w") as fh:
-        fh.write(format_comparison(comparison_table(records)))
-    fig = fig_fig9(records)
-    if fig is not None:
-        for ext in ("png", "pdf"):
-            paths.append(os.path.join(out, f"fig9_faithful.{ext}"))
-            fig.savefig(paths[-1], dpi=130)
-    return paths
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ftcjax.analysis.fig9", description=__doc__.split("\n")[0])
-    ap.add_argument("run_dir")
-    ap.add_argument("--out", default=None)
-    a = ap.parse_args(argv)
-    try:
-        for p in write_fig9(a.run_dir, out=a.out):
-            print(p)
-    except FTCInputError as e:
-        print(f"ftcjax: error: {e}")
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -106,3 +106,20 @@ def test_cli_run_until_converged_on_a_tiny_sweep(tmp_path, capsys):
     assert "depth=2" in text and ("converged at budget x1" in text or "NOT converged by budget x2" in text)
     for suffix in ("", "-reseed", "-steps-x2", "-restarts-x2"):
         assert (tmp_path / "runs" / f"tiny{suffix}").is_dir()
+
+
+def test_budget_twin_of_a_portfolio_doubles_each_members_own_budget_and_stays_a_valid_spec():
+    import tomllib
+
+    from ftcjax.analysis.convergence import budget_spec_dict, dump_toml, reseeded_spec_dict
+    from sweep_helpers import TINY_SPEC
+    from ftcjax.sweep.spec import parse_spec
+
+    text = TINY_SPEC + '\n[[portfolio.member]]\nname = "a"\n\n[[portfolio.member]]\nname = "b"\nsteps = 90\n'
+    data = tomllib.loads(text)
+    twin = budget_spec_dict(data, "steps")
+    assert twin["train"]["steps"] == 120 and twin["portfolio"]["member"][1]["steps"] == 180
+    assert data["portfolio"]["member"][1]["steps"] == 90  # the input is not modified
+    for d in (twin, reseeded_spec_dict(data)):
+        spec = parse_spec(dump_toml(d))  # [[portfolio.member]] tables are written back as such
+        assert spec.axis_dict["member"] == ("a", "b")

@@ -359,7 +359,7 @@ def test_portfolio_members_share_instances_and_store_their_minimum(tmp_path):
 def test_portfolio_spec_round_trips_through_the_manifest(tmp_path):
     """A run directory rebuilds its spec from the manifest's canonical dict: a portfolio must re-parse to
     the same members and the same hash (it did not: every portfolio run ended in 'invalid sweep spec')."""
-    from ftcjax.sweep._testing import TINY_SPEC
+    from sweep_helpers import TINY_SPEC
     from ftcjax.sweep.spec import canonical_dict, parse_spec, spec_from_dict, spec_hash
     from ftcjax.sweep.store import RunDir
 

@@ -381,6 +381,11 @@ def test_form_sweep_runs_pairs_instances_and_counts_parameters(tmp_path):
     else:  # a censored instance sits above every measured one: the median is only a lower bound
         assert cell == ">2"
     assert sum(p.endswith(".png") for p in written) == 4
+    # the one CLI: `ftcjax figures` on a [form] run writes the same report and figures
+    from ftcjax.cli import main
+
+    assert main(["figures", str(tmp_path / "run"), "--out", str(tmp_path / "figs2")]) == 0
+    assert (tmp_path / "figs2" / "report.md").read_text() == text
 
 
 @pytest.mark.parametrize("extra", ["", "alpha = 4.0\nlayers = [0, -1]\n"])

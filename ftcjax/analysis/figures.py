@@ -656,6 +656,10 @@ def write_all(run_dir, *, out: Optional[str] = None, records: Optional[Sequence[
         raise FTCInputError(f"run_dir: no finished instances in {' '.join(dirs)!r}")
     records = select_records(records, groups)
     out = out or os.path.join(dirs[0], "figures")
+    if any("form" in r["cell"] for r in records):  # a [form] sweep: its own report and figures
+        from ftcjax.analysis.forms import write_all as write_forms
+
+        return write_forms(dirs[0] if dirs else None, out, records=records)
     os.makedirs(out, exist_ok=True)
     written = []
     constructions = None

@@ -7,13 +7,12 @@ rank and the smallest additive width (depth 2 and 3 ``g``), each also in trainab
 the censored median rule of :func:`ftcjax.analysis.stats.cell_summaries` (a censored instance is above
 every measured one; a median that touches it is only a lower bound, printed ``>``).
 
-    python3 -m ftcjax.analysis.forms RUN_DIR OUT_DIR      # writes report.md and the figures
+    ftcjax figures RUN_DIR --out OUT_DIR      # writes report.md and the figures of a [form] sweep
 """
 from __future__ import annotations
 
 import math
 import os
-import sys
 from typing import Optional, Sequence
 
 import numpy as np
@@ -255,7 +254,8 @@ FIGURES = (("lora_rank_vs_N", lambda r: fig_rank(r, over="N")),
 
 
 def write_all(run_dir: str, out: Optional[str] = None, *, records: Optional[Sequence[dict]] = None) -> list:
-    """Write ``report.md`` and every figure (PNG and PDF) to ``out`` (default ``<run_dir>/figures``)."""
+    """Write ``report.md`` and every figure (PNG and PDF) to ``out`` (default ``<run_dir>/figures``);
+    ``ftcjax figures DIR`` calls it for a [form] sweep."""
     if records is None:
         records = _rec.load_records(run_dir)
     if not records:
@@ -276,21 +276,3 @@ def write_all(run_dir: str, out: Optional[str] = None, *, records: Optional[Sequ
             fig.savefig(p, dpi=130)
             written.append(p)
     return written
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) not in (1, 2):
-        print("usage: python3 -m ftcjax.analysis.forms RUN_DIR [OUT_DIR]", file=sys.stderr)
-        return 2
-    try:
-        for p in write_all(args[0], args[1] if len(args) == 2 else None):
-            print(p)
-    except FTCInputError as e:
-        print(f"ftcjax: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -387,6 +387,25 @@ def test_best_over_members_on_hand_built_records():
     assert rows[2]["best_width"] == 4 and rows[2]["missing"] == ["b", "c"]
 
 
+def test_best_member_records_are_one_group_per_portfolio_with_the_smallest_width():
+    from ftcjax.analysis.portfolio import BEST, best_member_records, best_over_members
+
+    def rec(member, rep, width, **cell):
+        return dict(cell=dict(N=2, K=6, member=member, **cell), replicate=rep, min_width=width,
+                    censored=width is None, instance_id=f"{member}-{rep}")
+
+    records = [rec("a", 0, 5, learning_rate=0.1), rec("b", 0, 3, optimizer="lm"),
+               rec("a", 1, None, learning_rate=0.1), rec("b", 1, None, optimizer="lm"),
+               rec("a", 2, 4, learning_rate=0.1), rec("b", 2, 6, optimizer="lm")]
+    best = {r["replicate"]: r for r in best_member_records(records)}
+    assert {r["cell"]["member"] for r in best.values()} == {BEST}
+    assert all(set(r["cell"]) == {"N", "K", "member"} for r in best.values())  # one group, member fields gone
+    rows = {r["replicate"]: r for r in best_over_members(records)}
+    for rep, r in best.items():
+        assert (None if r["censored"] else r["min_width"]) == rows[rep]["best_width"]
+    assert best[0]["instance_id"] == "b-0#best" and best[1]["censored"]
+
+
 @pytest.mark.parametrize("table,field", [
     ('[[portfolio.member]]\nname = "x"\nlearning_rat = 0.1\n', "portfolio.member[0].learning_rat"),
     ('[[portfolio.member]]\nname = "x"\n[[portfolio.member]]\nname = "x"\n', "duplicate member name"),

@@ -62,7 +62,11 @@ def report_text(run_dir, *, fmt: str = "table", compare: Optional[str] = None, n
     partner = compare if compare is not None else find_convergence_partner(run_dir) if single else None
     if partner is not None:
         comp = compare_runs(run_dir, partner)
-    text = format_report(build_report(records, n_boot=n_boot, seed=seed, convergence=comp), fmt)
+    from ftcjax.analysis.portfolio import best_member_records
+
+    # a portfolio also gets its best member as a group of its own: the smallest typical width per instance
+    text = format_report(build_report(list(records) + best_member_records(records), n_boot=n_boot, seed=seed,
+                                      convergence=comp), fmt)
     from ftcjax.analysis import fig9
 
     paper = fig9.paper_setting_records(records)

@@ -660,6 +660,9 @@ def write_all(run_dir, *, out: Optional[str] = None, records: Optional[Sequence[
         from ftcjax.analysis.forms import write_all as write_forms
 
         return write_forms(dirs[0] if dirs else None, out, records=records)
+    from ftcjax.analysis.portfolio import best_member_records
+
+    best = best_member_records(records)  # a portfolio's best member is drawn beside its members
     os.makedirs(out, exist_ok=True)
     written = []
     constructions = None
@@ -675,7 +678,8 @@ def write_all(run_dir, *, out: Optional[str] = None, records: Optional[Sequence[
                 break
             constructions.update(counts)
     for name, fn in FIGURES:
-        fig = fn(records, constructions=constructions) if fn is fig_width_vs_N else fn(records)
+        recs = records if fn is fig_paper9 else list(records) + best
+        fig = fn(recs, constructions=constructions) if fn is fig_width_vs_N else fn(recs)
         if fig is None:
             continue
         if not caption:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-__all__ = ["best_over_members", "member_fields"]
+__all__ = ["best_over_members", "member_fields", "best_member_records", "BEST"]
 
 
 def _key(value: Any) -> str:
@@ -64,3 +64,34 @@ def best_over_members(records: Iterable[dict[str, Any]], members: list[str] | No
                          best_members=[m for m in order if trained.get(m) == best] if trained else [],
                          missing=[m for m in order if m not in row["widths"]]))
     return rows
+
+
+BEST = "portfolio-best"
+
+
+def best_member_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per instance of a portfolio sweep for the portfolio's best member, as a member named
+    :data:`BEST`: the record of the member with the smallest typical width (ties: portfolio order), or
+    of the first member when every member is censored. Its cell keeps the problem axes and the fields
+    shared by all members, so reports and figures group it like any member; the probes, brackets and
+    flags are that member's own (its width interval is the one the fits use)."""
+    records = [r for r in records if "member" in r.get("cell", {})]
+    if not records:
+        return []
+    drop = member_fields(records)
+    order = list(dict.fromkeys(r["cell"]["member"] for r in records))
+    by: dict[str, list] = {}
+    for rec in records:
+        shared = {k: v for k, v in rec["cell"].items() if k not in drop}
+        by.setdefault(_key([shared, rec["replicate"]]), []).append(rec)
+    out = []
+    for recs in by.values():
+        def rank(r):
+            w = None if r.get("censored") else r.get("min_width")
+            return (w is None, w if w is not None else 0, order.index(r["cell"]["member"]))
+        best = min(recs, key=rank)
+        cell = {k: v for k, v in best["cell"].items() if k not in drop}
+        cell["member"] = BEST
+        out.append(dict(best, cell=cell, instance_id=str(best.get("instance_id", "")) + "#best",
+                        best_of=[r["cell"]["member"] for r in recs]))
+    return out

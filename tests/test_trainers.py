@@ -404,6 +404,10 @@ def test_best_member_records_are_one_group_per_portfolio_with_the_smallest_width
     for rep, r in best.items():
         assert (None if r["censored"] else r["min_width"]) == rows[rep]["best_width"]
     assert best[0]["instance_id"] == "b-0#best" and best[1]["censored"]
+    # a partial run: depth 3 reached by one member only; depth is a grid axis, never a member's field
+    part = records + [rec("a", 0, 7, learning_rate=0.1, depth=3)]
+    part = [dict(r, cell=dict({"depth": 2}, **r["cell"])) for r in part]
+    assert all("depth" in r["cell"] for r in best_member_records(part))
 
 
 @pytest.mark.parametrize("table,field", [

@@ -25,9 +25,13 @@ def member_fields(records: Iterable[dict[str, Any]]) -> set[str]:
         seen = by_member.setdefault(cell["member"], {})
         for k, v in cell.items():
             seen.setdefault(k, set()).add(_key(v))
+    from ftcjax.sweep.spec import GRID_AXES
+
     fields = {"member"}
     keys = set().union(*(set(s) for s in by_member.values())) if by_member else set()
-    for k in keys:
+    # a member only overrides [train] fields: a grid axis (depth, N, ...) is never one of its fields,
+    # even when a partial run has not yet reached some of its values for every member
+    for k in keys - set(GRID_AXES) - {"form"}:
         if len({frozenset(s.get(k, ())) for s in by_member.values()}) > 1:
             fields.add(k)
     return fields

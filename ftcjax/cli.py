@@ -164,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("dir", nargs="+", metavar="DIR", help="run directories (several are merged)")
     rp.add_argument("--format", default="table", help="table, markdown, csv or json (default table)")
     rp.add_argument("--output", metavar="PATH", help="write here instead of stdout")
+    rp.add_argument("--over", choices=("N", "K"), help="fit the width against N or K (default: the axis with more values)")
 
     cv = sub.add_parser(
         "convergence", formatter_class=_formatter,
@@ -406,7 +407,7 @@ def _cmd_report(args) -> int:
             raise FTCInputError(f"--output: {args.output!r} is a directory; give a file name")
         if not out.parent.is_dir():
             raise FTCInputError(f"--output: the directory {str(out.parent)!r} does not exist")
-    text = report_text(args.dir if len(args.dir) > 1 else args.dir[0], fmt=args.format)
+    text = report_text(args.dir if len(args.dir) > 1 else args.dir[0], fmt=args.format, over=args.over)
     if args.output is None or args.output == "-":
         sys.stdout.write(text)
     else:

@@ -44,11 +44,12 @@ def find_convergence_partner(run_dir: str) -> Optional[str]:
 
 
 def report_text(run_dir, *, fmt: str = "table", compare: Optional[str] = None, n_boot: int = 1000,
-                seed: int = 0) -> str:
+                seed: int = 0, over: Optional[str] = None) -> str:
     """The exponent report of a run directory, or of several merged, as text (``ftcjax report DIR...``).
 
     ``fmt``: one of :data:`FORMATS`. ``compare``: run directory of the 2x convergence re-search
-    (default: the sibling ``DIR-x2`` if it exists).
+    (default: the sibling ``DIR-x2`` if it exists). ``over``: the fit axis, "N" or "K" (default: the
+    one with more values, :func:`ftcjax.analysis.report.choose_axis`).
     Raises:
       FTCInputError: unknown format, or no finished instances in ``run_dir``.
     """
@@ -66,7 +67,7 @@ def report_text(run_dir, *, fmt: str = "table", compare: Optional[str] = None, n
 
     # a portfolio also gets its best member as a group of its own: the smallest typical width per instance
     text = format_report(build_report(list(records) + best_member_records(records), n_boot=n_boot, seed=seed,
-                                      convergence=comp), fmt)
+                                      convergence=comp, over=over), fmt)
     from ftcjax.analysis import fig9
 
     paper = fig9.paper_setting_records(records)

@@ -138,6 +138,7 @@ def test_load_run_matches_the_csv_export(tmp_path_factory, capsys):
     assert df["probe_widths"].iloc[0] == table["probe_widths"][0]
 
 
+@pytest.mark.slow  # fresh-process CLI runs (~1 min): in the slow CI step, not the default suite
 def test_shards_cover_the_grid_once_and_match(tmp_path_factory, tmp_path):
     base = tmp_path_factory.getbasetemp() / "sweep-reference"
     ref = reference_run(base)
@@ -161,6 +162,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # fresh-process CLI runs (~1 min): in the slow CI step, not the default suite
 def test_two_processes_match_one(tmp_path_factory, tmp_path):
     base = tmp_path_factory.getbasetemp() / "sweep-reference"
     ref = reference_run(base)

@@ -23,6 +23,11 @@ def _run(tmp_path_factory, name, *args, env=None):
     return out
 
 
+# Several full CLI runs in fresh processes (~2 min on 2 cores): the slow CI step runs them, so the
+# default suite stays under 10 minutes.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     ref = reference_run(tmp_path_factory.getbasetemp() / "sweep-reference")  # --cpu-devices 2

@@ -35,35 +35,15 @@ def construction_counts(records: Sequence[dict], run_dir: str, *, max_instances:
     """
     if len(records) > max_instances:
         return None
-    from ftcjax.sweep.cells import instance_problems
-    from ftcjax.sweep.plan import Instance
-    from ftcjax.sweep.store import RunDir
-
-    try:
-        seed = int(RunDir(run_dir).read_manifest()["spec"]["seed"])
-    except (ValueError, KeyError):  # no manifest (records copied alone): the instances are unknown
+    inst = regenerated(records, run_dir)  # the runner's own instances, checked against the records
+    if inst is None:
         return None
     from ftcjax import constructions as C
 
     out = {}
-    kept = [r for r in records if int(r["cell"]["depth"]) in (2, 3) and int(r["cell"]["N"]) >= 1]
-    insts = [Instance(dict(r["cell"]), int(r.get("replicate", 0))) for r in kept]
-    try:
-        problems = instance_problems(seed, insts)  # the runner's own mapping from cell to problem
-    except (KeyError, ValueError):  # records of another schema: the instances cannot be rebuilt
-        return None
-    for rec, inst, prob in zip(kept, insts, problems):
-        c = inst.cell
-        depth, N, K = int(c["depth"]), int(c["N"]), int(c["K"])
-        x = np.asarray(prob.x, dtype=np.float64)
-        z = np.asarray(prob.z, dtype=np.float64)
-        changed = np.asarray(prob.changed, dtype=bool)
-        # the regenerated instance must be the stored one: check the loss of g = 0 it recorded
-        stored = (rec.get("problem") or {}).get("mse_zero")
-        if stored is not None and not np.isclose(float(np.mean(z ** 2)), stored, rtol=1e-5, atol=1e-9):
-            return None
+    for rec, x, z, changed in inst:
         counts: dict = {}
-        if depth == 2:
+        if int(rec["cell"]["depth"]) == 2:
             counts["thm44"] = _count(C.two_layer_thm44, x, z, changed, projection_seed)
             counts["slab"] = _count(C.two_layer_slab, x, z, changed, projection_seed)
         else:

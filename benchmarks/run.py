@@ -61,7 +61,7 @@ FULL = {
            "proto_B": [16, 64, 256]},
     "W2": {"depth": 2, "m": 16, "K": 64, "d": 2, "N": 5,
            "B": [1, 16, 64, 256, 1024], "loop": 32, "eager": 3, "func_B": [1, 16, 128, 1024],
-           "alt_chunk": 64,
+           "alt_chunk": 4,
            "proto_B": [64, 256, 1024]},
     "scale": {"B": 64, "K": [250, 500, 1000, 2000], "m": [12, 24, 48]},
     "W3": {"B": 16, "N": 10, "widths": [4, 8, 12, 16, 20, 24, 28, 32], "restarts": 2, "steps": 1000,
@@ -79,7 +79,7 @@ QUICK = {
     "W1": {"depth": 3, "m": 24, "K": 200, "d": 10, "N": 20,
            "B": [1, 8], "loop": 2, "eager": 1, "func_B": [1, 8], "proto_B": [8]},
     "W2": {"depth": 2, "m": 16, "K": 64, "d": 2, "N": 5,
-           "B": [1, 8], "loop": 2, "eager": 1, "func_B": [8], "proto_B": [8], "alt_chunk": 8},
+           "B": [1, 8], "loop": 2, "eager": 1, "func_B": [8], "proto_B": [8], "alt_chunk": 4},
     "scale": {"B": 8, "K": [100, 200], "m": [12, 24]},
     "W3": {"B": 4, "N": 4, "widths": [4, 8, 12, 16], "restarts": 1, "steps": 40,
            "criterion": "relative", "rel_eps": 0.05},
@@ -87,14 +87,16 @@ QUICK = {
     "min_time": 0.0,
 }
 
+# Issue 15's goals (the first round's floors were 25 ms, 25x, 4x, 25%, 300x, 6x).
 TARGETS = {
     "W1_ms_per_training": 25.0,
     "W1_ms_per_training_stretch": 15.0,
-    "W1_vs_eager": 25.0,
-    "W1_vs_torch_func": 4.0,
-    "W1_peak_fraction": 0.25,
-    "W2_vs_eager": 300.0,
-    "W2_vs_torch_func": 6.0,
+    "W1_vs_eager": 40.0,
+    "W1_vs_torch_func": 10.0,
+    "W1_peak_fraction": 0.40,
+    "W1_overhead_vs_yardstick": 0.05,
+    "W2_vs_eager": 600.0,
+    "W2_vs_torch_func": 12.0,
     "memory_vs_model": 2.0,
     "search_vs_kernel": 1.5,
 }
@@ -260,10 +262,10 @@ def bench_ftcjax_batched(ftc, cfg, wl, name, sizes, peak, *, mem_model):
 
 
 def bench_ftcjax_chunk_variant(ftc, cfg, wl, name, sizes, peak):
-    """fit_batch with a larger ``Protocol.lanes_per_step`` (lanes vmapped together per device) at the largest B.
+    """fit_batch with an explicit ``Protocol.lanes_per_step`` (lanes vmapped together per device) at the largest B.
 
-    Not an ftcjax default: a measured proposal for small problems, whose per-lane working set is far
-    below a core's cache at the default chunk (see README, "Where the time goes").
+    The default (0) lets the kernel choose from the problem size (``ftcjax.auto_lanes_per_step``: 64 on
+    W2, 4 on W1); this row keeps the fixed value of before that rule, so the table shows what the rule buys.
     """
     chunk = wl.get("alt_chunk")
     if not chunk:
@@ -275,8 +277,8 @@ def bench_ftcjax_chunk_variant(ftc, cfg, wl, name, sizes, peak):
     ftc_fit(ftc, probs_all, widths, ftc_protocol(ftc, cfg, wl, lanes_per_step=chunk,
                                                  steps=min(cfg["steps"], proto.segment)))
     t = time_fn(lambda: ftc_fit(ftc, probs_all, widths, proto), warmup=0, reps=2)
-    return [_row(name, f"ftcjax (proposal: lanes_per_step={chunk})", B, B, t, sizes=sizes, K=wl["K"],
-                 steps=cfg["steps"], peak=peak)]
+    return [_row(name, f"ftcjax fixed lanes_per_step={chunk} (before the size rule)", B, B, t, sizes=sizes,
+                 K=wl["K"], steps=cfg["steps"], peak=peak)]
 
 
 def bench_ftcjax_loop(ftc, cfg, wl, name, sizes, peak):
@@ -668,16 +670,17 @@ def summarize_targets(results) -> list[dict]:
                 ftc["ms_per_training"] <= TARGETS["W1_ms_per_training_stretch"], "ms")
             add("W1 fraction of matmul peak", ftc["peak_fraction"], f">= {TARGETS['W1_peak_fraction']}",
                 ftc["peak_fraction"] >= TARGETS["W1_peak_fraction"])
-        alt = _best(rows, "ftcjax (proposal")
+            yard = _best(rows, "JAX yardstick")
+            if yard is not None:
+                over = yard["trainings_per_s"] / ftc["trainings_per_s"] - 1
+                goal = TARGETS["W1_overhead_vs_yardstick"]
+                add("W1 overhead over the JAX yardstick", over, f"<= {goal}", over <= goal)
         for ref, key in ((eager, "vs_eager"), (func, "vs_torch_func")):
             if ref is None:
                 continue
             ratio = ftc["trainings_per_s"] / ref["trainings_per_s"]
             goal = TARGETS[f"{wl}_{key}"]
             add(f"{wl} speed-up {key.replace('vs_', 'over ')}", ratio, f">= {goal}", ratio >= goal, "x")
-            if alt is not None:
-                ratio = alt["trainings_per_s"] / ref["trainings_per_s"]
-                add(f"  same with {alt['impl'][len('ftcjax ('):-1]}", ratio, f">= {goal}", ratio >= goal, "x")
     mem = [r for r in results.get("W1", []) if r["impl"] == "ftcjax fit_batch" and r["B"] >= 16]
     if mem:
         key = "xla_total_bytes" if all("xla_total_bytes" in r for r in mem) else "rss_delta_bytes"

@@ -10,6 +10,9 @@ Rows (warm timings, compile excluded, best of ``--reps``):
   machine's float64 matmul peak the LM reaches. LM FLOPs per iteration (matmul-like work only): the
   Jacobian by forward mode ``2 P F`` (``F`` = forward FLOPs ``2 K sum(in * out)``), ``J^T J`` ``2 K P^2``,
   ``J^T r`` ``2 K P``, Cholesky ``P^3 / 3`` and its solve ``2 P^2``, the trial forward ``F``.
+* LM memory: XLA's compiled memory analysis of LM's segment kernel (all lanes, all devices) against
+  its model, per lane ``8 (K P + P^2 + 6 P + (d + 2) K)`` bytes (the Jacobian, the normal matrix,
+  parameters / step / gradient / trial vectors, the lane's data). Target: within 2x.
 * W2, LM vs ``scipy.optimize.least_squares(method="lm")`` per instance with an analytic numpy
   Jacobian and the same iteration budget (``max_nfev``): what a user would write instead. Target:
   ftcjax's batched LM at least 20x faster per instance.
@@ -104,6 +107,7 @@ def main(argv=None):
 
     import ftcjax
     from benchmarks.harness import matmul_peak
+    from benchmarks.run import SegmentSpy
 
     peak = matmul_peak(n=1024, dtype="float64", reps=3, backends=("jax", "numpy"))["peak_flops"]
     q = args.quick
@@ -119,11 +123,16 @@ def main(argv=None):
         lm = ftcjax.Protocol(optimizer="lm", steps=iters, dtype="float64", unroll=1,
                              **(common | dict(segment=min(100, iters))))
         t_adam = _time(lambda: ftcjax.fit_batch(probs, widths, keys=keys, protocol=adam), args.reps) / lanes
-        t_lm = _time(lambda: ftcjax.fit_batch(probs, widths, keys=keys, protocol=lm), args.reps) / lanes
+        spy = SegmentSpy()
+        t_lm = _time(lambda: ftcjax.fit_batch(probs, widths, keys=keys, protocol=lm, on_segment=spy), args.reps) / lanes
         sizes = (d, m, 1) if depth == 2 else (d, m - (m + 1) // 2, (m + 1) // 2, 1)
         frac = _lm_flops(sizes, K, iters) / t_lm / peak
-        rows.append((name, f"P={_num_params(sizes)}", lanes, f"{t_adam * 1e3:.2f} ms ({adam_steps} steps, f32)",
-                     f"{t_lm * 1e3:.2f} ms ({iters} it, f64)", f"{t_lm / t_adam:.2f}", f"{100 * frac:.1f}%"))
+        P = _num_params(sizes)
+        mem = spy.memory_analysis().get("xla_total_bytes")
+        model = lanes * 8 * (K * P + P * P + 6 * P + (d + 2) * K)
+        rows.append((name, f"P={P}", lanes, f"{t_adam * 1e3:.2f} ms ({adam_steps} steps, f32)",
+                     f"{t_lm * 1e3:.2f} ms ({iters} it, f64)", f"{t_lm / t_adam:.2f}", f"{100 * frac:.1f}%",
+                     "-" if mem is None else f"{mem / 2**20:.2f} / {model / 2**20:.2f} MiB = {mem / model:.2f}"))
         if name == "W2":
             n_sp = 4 if q else 16
             sp = [_scipy_w2(jax.tree.map(lambda a: a[i], probs), keys[i], m, iters) for i in range(n_sp)]
@@ -131,8 +140,9 @@ def main(argv=None):
             ours = ftcjax.fit_batch(probs, widths, keys=keys, protocol=lm)
             scipy_row = (t_sp, t_lm, float(np.median([s[1] for s in sp])), float(np.median(ours.mse_end[:n_sp])))
     print(f"float64 matmul peak: {peak / 1e9:.1f} GFLOP/s; devices: {len(jax.local_devices())}")
-    print("| workload | params | lanes | Adam / training | LM / training | LM / Adam | LM % of f64 peak |")
-    print("|---|---|---|---|---|---|---|")
+    print("| workload | params | lanes | Adam / training | LM / training | LM / Adam | LM % of f64 peak "
+          "| LM memory: XLA / model |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(str(c) for c in r) + " |")
     t_sp, t_lm, l_sp, l_ours = scipy_row

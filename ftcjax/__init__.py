@@ -31,7 +31,7 @@ _PUBLIC = {
                      "neuron_masks", "to_layers"), "ftcjax._src.networks"),
     **dict.fromkeys(("DATA", "FROZEN", "LABELS", "Problem", "make_problem", "make_problems",
                      "pretrain_frozen", "problem_from_arrays", "stack_problems"), "ftcjax._src.problems"),
-    **dict.fromkeys(("OPTIMIZERS", "Protocol"), "ftcjax._src.protocol"),
+    **dict.fromkeys(("OPTIMIZERS", "Protocol", "auto_lanes_per_step"), "ftcjax._src.protocol"),
     **dict.fromkeys(("AdaptiveRule", "Probe", "SearchOutcome", "Trainability", "WidthResult", "isotonic_fit",
                      "min_width", "min_width_batch", "search_widths", "trainability", "width_grid"),
                     "ftcjax._src.search"),

@@ -382,9 +382,6 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
     n_dev = len(devices)
     _, K, d = problems.x.shape
     cfg = static_config(protocol, bucket=bucket, in_dim=d, num_samples=K, form=form)
-    per = n_dev * cfg.lanes_per_step
-    Bp = int(math.ceil(max(B, pad_to or 0) / per) * per)
-    local = Bp // n_dev
     crit = criteria.criterion_index(protocol.criterion)
     # float32 runs are judged in float64 at their returned parameters; a polish is an LM phase in
     # float64 from there (first order finds the basin, LM lands in it).
@@ -394,6 +391,10 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
               if protocol.polish_steps else None)
     check = polish or protocol.replace(dtype="float64")
     cfg64 = static_config(check, bucket=bucket, in_dim=d, num_samples=K, form=form)
+    # Both phases' lax.map steps must tile a device's lanes exactly (powers of two: the larger suffices).
+    per = n_dev * max(cfg.lanes_per_step, cfg64.lanes_per_step if recheck else 1)
+    Bp = int(math.ceil(max(B, pad_to or 0) / per) * per)
+    local = Bp // n_dev
 
     def contexts(dtype):
         # jax's dtype and precision settings are thread-local: enter them in every worker thread.

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 __all__ = [
     "PROBLEM_ARGS",
     "KernelInputs",
+    "plan_lanes_per_step",
     "protocol_for_cell",
     "candidate_widths",
     "problem_args",
@@ -141,12 +142,48 @@ class KernelInputs:
     form: Any = None
 
 
+# Lanes per device of a search round are sized for this many devices: the plan fixes lanes_per_step
+# from the spec alone, so a run's bits do not depend on the devices that computed it.
+PLAN_DEVICES = 2
+
+
+def plan_lanes_per_step(protocol, cell: dict[str, Any], widths: Sequence[int], chunk_size: int) -> int:
+    """The ``lanes_per_step`` a sweep trains a cell with: explicit in the spec, else fixed by the plan.
+
+    ``0`` (the default) becomes the kernel's size rule (:func:`ftcjax.auto_lanes_per_step`: many lanes
+    per step for small problems) capped at the lanes a later search round puts on each of
+    ``PLAN_DEVICES`` devices (``chunk_size x restarts / 2``, rounded down to a power of two, at least 4):
+    a round padded to many more lanes than it has would spend the saving on padding (the default sweep:
+    20 lanes a round, 28 s warm at 4 lanes per step, 55 s at the uncapped 32).
+
+    >>> from ftcjax import Protocol
+    >>> plan_lanes_per_step(Protocol(restarts=8, dtype="float32"), {"K": 64, "d": 2}, [16], chunk_size=16)
+    64
+    >>> plan_lanes_per_step(Protocol(restarts=2), {"K": 24, "d": 2}, [1, 48], chunk_size=10)
+    8
+    """
+    from ftcjax._src.protocol import AUTO_LANES_RANGE, auto_lanes_per_step
+
+    if protocol.lanes_per_step:
+        return int(protocol.lanes_per_step)
+    lo = AUTO_LANES_RANGE[0]
+    if cell.get("form") not in (None, "additive"):
+        return lo  # the kernel's rule for forms whose bucket is not a width
+    size = auto_lanes_per_step(num_samples=cell["K"], in_dim=cell["d"], bucket=max(widths, default=1),
+                               depth=protocol.depth, dtype=protocol.dtype)
+    per_device = max(1, int(chunk_size) * protocol.restarts // PLAN_DEVICES)
+    cap = 1 << (per_device.bit_length() - 1)
+    return max(lo, min(size, cap))
+
+
 def kernel_inputs(seed: int, instances: Sequence, *, widths: Sequence[int], strategy: str,
-                  form_options: dict[str, Any] | None = None) -> KernelInputs:
+                  form_options: dict[str, Any] | None = None, chunk_size: int | None = None) -> KernelInputs:
     """Kernel arguments of a batch of :class:`ftcjax.sweep.plan.Instance` sharing every axis but N.
 
     Each problem is drawn from its own key alone (one ``make_problem`` call per instance), so a problem
-    never depends on which other instances share its batch.
+    never depends on which other instances share its batch. ``chunk_size`` (the spec's) fixes
+    ``lanes_per_step`` when the protocol leaves it to the plan (:func:`plan_lanes_per_step`; default:
+    the number of instances given).
     """
     from ftcjax import stack_problems
     from ftcjax._src.errors import FTCInputError
@@ -163,6 +200,9 @@ def kernel_inputs(seed: int, instances: Sequence, *, widths: Sequence[int], stra
     problems = stack_problems([make_cell_problem(problem_keys[i], inst.cell)
                                for i, inst in enumerate(instances)])
     cell = instances[0].cell
+    widths = cell_widths(cell, widths, protocol, form_options)
+    protocol = protocol.replace(lanes_per_step=plan_lanes_per_step(
+        protocol, cell, widths, len(instances) if chunk_size is None else chunk_size))
     return KernelInputs(problems=problems, problem_keys=problem_keys, train_keys=train_keys,
-                        protocol=protocol, widths=cell_widths(cell, widths, protocol, form_options),
+                        protocol=protocol, widths=widths,
                         strategy=strategy, form=form_for_cell(cell, form_options))

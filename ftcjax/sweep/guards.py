@@ -149,11 +149,6 @@ def available_memory() -> tuple[int | None, str]:
     return avail, "available host memory"
 
 
-def _lanes_per_step(p) -> int:
-    # lanes vmapped together per lax.map step
-    return int(p.lanes_per_step)
-
-
 _ITEMSIZE = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2}
 
 
@@ -163,7 +158,7 @@ def memory_problems(spec, available: int | None = None, what: str | None = None)
         available, what = available_memory()
         if available is None:
             return []
-    from ftcjax.sweep.cells import candidate_widths, protocol_for_cell
+    from ftcjax.sweep.cells import candidate_widths, plan_lanes_per_step, protocol_for_cell
 
     seen: dict[tuple, None] = {}
     worst: tuple[int, dict[str, Any]] | None = None
@@ -177,7 +172,8 @@ def memory_problems(spec, available: int | None = None, what: str | None = None)
         if not widths:
             continue
         est = peak_bytes(K=cell["K"], d=cell["d"], depth=p.depth, width=max(widths),
-                         lanes=spec.chunk_size * p.restarts, lanes_per_step=_lanes_per_step(p), unroll=p.unroll,
+                         lanes=spec.chunk_size * p.restarts, lanes_per_step=plan_lanes_per_step(p, cell, widths, spec.chunk_size),
+                         unroll=p.unroll,
                          optimizer=p.optimizer, lbfgs_memory=p.lbfgs_memory,
                          itemsize=_ITEMSIZE.get(p.dtype, 8), batch=spec.chunk_size)
         if worst is None or est > worst[0]:

@@ -53,7 +53,8 @@ def run_chunk(spec: SweepSpec, chunk: Chunk, *, spec_hash_: str | None = None,
     if not instances:
         return []
     options = dict(spec.form_options)
-    inp = kernel_inputs(spec.seed, instances, widths=spec.widths, strategy=spec.strategy, form_options=options)
+    inp = kernel_inputs(spec.seed, instances, widths=spec.widths, strategy=spec.strategy, form_options=options,
+                        chunk_size=spec.chunk_size)
     results = min_width_batch(inp.problems, keys=inp.train_keys, protocol=inp.protocol, widths=inp.widths,
                               strategy=inp.strategy, report=spec.report, form=inp.form)
     results = jax.device_get(results)

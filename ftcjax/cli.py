@@ -195,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Write every figure the stored results allow (PNG and PDF by default).",
                        epilog="examples:\n  ftcjax figures runs/default --out figs/\n"
                               "  ftcjax figures runs/a runs/b --groups depth=3 --no-caption --format pdf --size 7,4\n"
-                              "  ftcjax figures runs/default --curves --instances ID,ID   # a run with [train] history_every set")
+                              "  ftcjax figures runs/default --curves --instances ID,ID   # needs [train] history_every")
     f.add_argument("dir", nargs="+", metavar="DIR", help="run directories (several are merged)")
     f.add_argument("--out", metavar="DIR", help="output folder (default DIR/figures of the first DIR)")
     f.add_argument("--groups", action="append", default=[], metavar="AXIS=V1,V2",
@@ -208,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="draw only the training curves (loss and max error per step, every probe and restart) "
                         "as curves.<format>; the run must have set history_every in [train]")
     f.add_argument("--instances", metavar="ID[,ID]",
-                   help="with --curves: these instance ids (default: up to 6, censored, non-monotone and "
+                   help="with --curves: these instance ids (default: up to 6, censored, undecided, non-monotone and "
                         "outlier instances first)")
     return p
 

@@ -716,8 +716,9 @@ def has_history(rec: dict) -> bool:
 def curve_instances(records: Sequence[dict], *, most: int = CURVES_MOST) -> list:
     """Instance ids worth drawing, the ones a curve diagnoses first, at most ``most``.
 
-    Only records with histories; order: censored or undecided (no width reported), then non-monotone, then outliers (width above
-    3x their cell's median, :func:`ftcjax.analysis.stats.outliers`), then the rest in stored order.
+    Only records with histories; order: censored or undecided (no width reported), then
+    non-monotone, then outliers (width above 3x their cell's median, :func:`ftcjax.analysis.stats.outliers`),
+    then the rest in stored order.
     """
     recs = [r for r in records if has_history(r)]
     outl = set()
@@ -847,7 +848,7 @@ def fig_curves(records: Sequence[dict], *, instances: Optional[Sequence[str]] = 
         bottom.set_ylabel("max error max_i |g(x_i) - z_i|")
         top.set_title(f"{rec['instance_id']}: {readable_label(rec['cell'], show=_CURVE_AXES)}\n{_reported(rec)}",
                       fontsize=9)
-        top.legend(handles=handles, fontsize=6.5, loc="best")
+        top.legend(handles=handles, fontsize=6.5, loc="best", framealpha=0.6)
     for k in range(len(recs), nrow * ncol):
         axes[2 * (k // ncol), k % ncol].set_axis_off()
         axes[2 * (k // ncol) + 1, k % ncol].set_axis_off()

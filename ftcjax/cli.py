@@ -194,7 +194,8 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("figures", formatter_class=_formatter, help="draw the figures of a run",
                        description="Write every figure the stored results allow (PNG and PDF by default).",
                        epilog="examples:\n  ftcjax figures runs/default --out figs/\n"
-                              "  ftcjax figures runs/a runs/b --groups depth=3 --no-caption --format pdf --size 7,4")
+                              "  ftcjax figures runs/a runs/b --groups depth=3 --no-caption --format pdf --size 7,4\n"
+                              "  ftcjax figures runs/default --curves --instances ID,ID   # needs [train] history_every")
     f.add_argument("dir", nargs="+", metavar="DIR", help="run directories (several are merged)")
     f.add_argument("--out", metavar="DIR", help="output folder (default DIR/figures of the first DIR)")
     f.add_argument("--groups", action="append", default=[], metavar="AXIS=V1,V2",
@@ -203,6 +204,12 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--format", default="png,pdf", metavar="FMT[,FMT]", help="png, pdf and/or svg (default png,pdf)")
     f.add_argument("--size", metavar="W,H", help="figure size in inches for every figure, e.g. 7,4")
     f.add_argument("--dpi", type=int, default=130, help="resolution of raster formats (default 130)")
+    f.add_argument("--curves", action="store_true",
+                   help="draw only the training curves (loss and max error per step, every probe and restart) "
+                        "as curves.<format>; the run must have set history_every in [train]")
+    f.add_argument("--instances", metavar="ID[,ID]",
+                   help="with --curves: these instance ids (default: up to 6, censored, undecided, non-monotone and "
+                        "outlier instances first)")
     return p
 
 
@@ -435,9 +442,19 @@ def _cmd_figures(args) -> int:
     groups = parse_subset(args.groups)
     dirs = args.dir if len(args.dir) > 1 else args.dir[0]
     out = args.out or str(Path(args.dir[0]) / "figures")
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    if args.instances is not None and not args.curves:
+        raise FTCInputError("--instances: only with --curves")
+    if args.curves:
+        from ftcjax.analysis.figures import write_curves
+
+        ids = None if args.instances is None else [i.strip() for i in args.instances.split(",") if i.strip()]
+        for path in write_curves(dirs, out=out, instances=ids, groups=groups, caption=not args.no_caption,
+                                 formats=formats, size=size, dpi=args.dpi):
+            print(path)
+        return 0
     written = write_all(dirs, out=out, groups=groups, caption=not args.no_caption,
-                        formats=tuple(f.strip() for f in args.format.split(",") if f.strip()), size=size,
-                        dpi=args.dpi)
+                        formats=formats, size=size, dpi=args.dpi)
     for path in written:
         print(path)
     if not written:

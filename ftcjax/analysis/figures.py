@@ -11,6 +11,9 @@ protocol, and is written as PNG and PDF by :func:`write_all`:
    construction neuron counts, lower bounds, fitted slopes in the legend.
 3. ``width_vs_K``: minimal width against K at fixed N.
 4. ``distribution``: per-instance minimal widths per cell (censored, trivial, non-monotone marked).
+
+On request (``ftcjax figures DIR --curves``, runs with ``history_every > 0``), :func:`write_curves`
+writes ``curves``: loss and max error against step for every probe and restart of chosen instances.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from ftcjax.analysis import records as _rec
 from ftcjax.analysis import stats as _stats
 
 __all__ = ["fig_paper9", "fig_width_vs_N", "fig_width_vs_K", "fig_distribution", "write_all", "select_records",
+           "fig_curves", "write_curves", "curve_instances", "has_history",
            "readable_label", "FORMATS",
            "reference_curves", "FIGURES", "LABEL_N", "LABEL_M", "LABEL_K", "LABEL_M_INST"]
 
@@ -693,4 +697,201 @@ def write_all(run_dir, *, out: Optional[str] = None, records: Optional[Sequence[
             path = os.path.join(out, f"{name}.{ext}")
             fig.savefig(path, dpi=dpi)
             written.append(path)
+    return written
+
+
+# ----------------------------------------------------------------------------------------------
+# Training curves (``history_every`` runs): ``ftcjax figures DIR --curves``
+
+CURVES_NAME = "curves"
+CURVES_MOST = 6  # instances drawn when none are named
+_CURVE_AXES = ("depth", "criterion", "N", "K", "d", "member")
+
+
+def has_history(rec: dict) -> bool:
+    """Whether any probe of ``rec`` stored training curves (``history_every > 0``)."""
+    return any(p.get("history") for p in rec.get("probes", []))
+
+
+def curve_instances(records: Sequence[dict], *, most: int = CURVES_MOST) -> list:
+    """Instance ids worth drawing, the ones a curve diagnoses first, at most ``most``.
+
+    Only records with histories; order: censored or undecided (no width reported), then
+    non-monotone, then outliers (width above 3x their cell's median, :func:`ftcjax.analysis.stats.outliers`),
+    then the rest in stored order.
+    """
+    recs = [r for r in records if has_history(r)]
+    outl = set()
+    for v in _rec.group_records(recs, over="N").values():
+        arr = _rec.instance_arrays(v)
+        outl |= {o[1] for o in _stats.outliers(arr.N, arr.widths, censored=arr.censored, trivial=arr.trivial,
+                                                ids=arr.instance_id)}
+
+    def rank(r):  # censored or undecided (no width reported) first
+        if bool(r.get("censored")) or (r.get("min_width") is None and not r.get("trivial")):
+            return 0
+        if r.get("non_monotone"):
+            return 1
+        return 2 if r["instance_id"] in outl else 3
+
+    ordered = sorted(range(len(recs)), key=lambda i: (rank(recs[i]), i))
+    return [recs[i]["instance_id"] for i in ordered[:max(0, int(most))]]
+
+
+def _curve_thresholds(rec: dict) -> tuple:
+    """(loss threshold or None, max-error threshold or None, label) of the record's deciding criterion."""
+    proto = rec.get("protocol") or {}
+    crit = rec["cell"].get("criterion", proto.get("criterion"))
+    prob = rec.get("problem") or {}
+    if crit == "paper" and proto.get("paper_threshold") is not None:
+        t = float(proto["paper_threshold"])
+        return t, None, f"paper criterion: loss <= {t:g}"
+    if crit == "relative" and proto.get("rel_eps") is not None and prob.get("mse_zero") is not None:
+        t = float(proto["rel_eps"]) * float(prob["mse_zero"])
+        return t, None, f"relative criterion: loss <= {float(proto['rel_eps']):g} x loss of g = 0"
+    if crit == "strict" and proto.get("tol") is not None and prob.get("z_max") is not None:
+        t = float(proto["tol"]) * max(1.0, float(prob["z_max"]))
+        return None, t, f"strict criterion: max error <= {float(proto['tol']):g} max(1, max|z|)"
+    return None, None, None
+
+
+def _reported(rec: dict) -> str:
+    """What the record reports, in words: the width, or why there is none."""
+    ceiling = max((int(p["width"]) for p in rec.get("probes", [])), default=None)
+    w = rec.get("min_width")
+    if bool(rec.get("censored", w is None)):
+        txt = f"censored (> {ceiling})"
+    elif rec.get("trivial"):
+        txt = "trivial (g = 0 passes)"
+    elif w is None:
+        txt = f"no width reported ({rec.get('status', 'undecided')})"
+        if rec.get("existence_width") is not None:
+            txt += f", existence width {rec['existence_width']}"
+    else:
+        txt = f"reported m = {w}"
+    return txt + (", non-monotone" if rec.get("non_monotone") else "")
+
+
+def fig_curves(records: Sequence[dict], *, instances: Optional[Sequence[str]] = None,
+               most: int = CURVES_MOST) -> Figure:
+    """Loss (log) and max error against step for every probe and restart of chosen instances.
+
+    One column per instance (at most three per row): loss on top, max error below, one line per run
+    (probe, restart), coloured by width; the runs at the record's reported width are drawn thick, the
+    deciding criterion's threshold dashed (on the loss panel for ``paper`` / ``relative``, on the
+    max-error panel for ``strict``), the loss of g = 0 dotted. ``instances``: instance ids (default
+    :func:`curve_instances`). Every run's line has gid ``curve|<instance_id>|<probe>|<restart>|mse``
+    (or ``max_err``) and holds exactly the stored history (steps ``j * every``).
+
+    Raises FTCInputError when no record has histories (``history_every`` was 0), or when a named
+    instance is missing or has none.
+    """
+    by_id = {r["instance_id"]: r for r in records}
+    if not any(has_history(r) for r in records):
+        raise FTCInputError("--curves: the run stored no training curves; set history_every (e.g. "
+                            "history_every = 10) in the spec's [train] table and rerun")
+    if instances is None:
+        ids = curve_instances(records, most=most)
+    else:
+        ids = list(dict.fromkeys(instances))
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            raise FTCInputError(f"--instances: no instance {unknown[0]!r} in the results "
+                                f"(`ftcjax export DIR --csv -` lists the instance ids)")
+        bare = [i for i in ids if not has_history(by_id[i])]
+        if bare:
+            raise FTCInputError(f"--instances: {bare[0]!r} stored no training curves (history_every was 0)")
+    if not ids:
+        raise FTCInputError("--instances: no instance named")
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+
+    recs = [by_id[i] for i in ids]
+    ncol = min(3, len(recs))
+    nrow = math.ceil(len(recs) / ncol)
+    fig = Figure(figsize=(5.2 * ncol, 5.6 * nrow + 0.5), layout="constrained")
+    axes = np.asarray(fig.subplots(2 * nrow, ncol, squeeze=False))
+    cmap = colormaps["viridis"]
+    for n, rec in enumerate(recs):
+        top, bottom = axes[2 * (n // ncol), n % ncol], axes[2 * (n // ncol) + 1, n % ncol]
+        probes = rec.get("probes", [])
+        widths = sorted({int(p["width"]) for p in probes if p.get("history")})
+        color = {w: cmap(0.9 * i / max(1, len(widths) - 1)) for i, w in enumerate(widths)}
+        reported = None if rec.get("censored") or rec.get("trivial") else rec.get("min_width")
+        for j, p in enumerate(probes):
+            h = p.get("history")
+            if not h:
+                continue
+            w = int(p["width"])
+            thick = reported is not None and w == int(reported)
+            for r, (mse, err) in enumerate(zip(h["mse"], h["max_err"])):
+                steps = np.arange(len(mse)) * int(h["every"])
+                style = dict(color=color[w], lw=2.0 if thick else 0.9, alpha=0.95 if thick else 0.6)
+                top.plot(steps, np.asarray(mse, dtype=float), gid=f"curve|{rec['instance_id']}|{j}|{r}|mse", **style)
+                bottom.plot(steps, np.asarray(err, dtype=float), gid=f"curve|{rec['instance_id']}|{j}|{r}|max_err",
+                            **style)
+        handles = [Line2D([], [], color=color[w], lw=2.0 if w == reported else 0.9,
+                          label=f"m = {w}" + (" (reported)" if w == reported else "")) for w in widths]
+        loss_t, err_t, crit_label = _curve_thresholds(rec)
+        mse_zero = (rec.get("problem") or {}).get("mse_zero")
+        if mse_zero is not None and mse_zero > 0:
+            top.axhline(float(mse_zero), color="0.4", ls=":", lw=1, gid="loss_of_g0")
+            handles.append(Line2D([], [], color="0.4", ls=":", lw=1, label="loss of g = 0"))
+        for ax, t in ((top, loss_t), (bottom, err_t)):
+            if t is not None and t > 0:
+                ax.axhline(t, color="tab:red", ls="--", lw=1.2, gid="threshold")
+                handles.append(Line2D([], [], color="tab:red", ls="--", lw=1.2, label=crit_label))
+        for ax in (top, bottom):
+            ax.set_yscale("log")
+            ax.set_xlabel("step")
+        top.set_ylabel("loss (mean squared error)")
+        bottom.set_ylabel("max error max_i |g(x_i) - z_i|")
+        top.set_title(f"{rec['instance_id']}: {readable_label(rec['cell'], show=_CURVE_AXES)}\n{_reported(rec)}",
+                      fontsize=9)
+        top.legend(handles=handles, fontsize=6.5, loc="best", framealpha=0.6)
+    for k in range(len(recs), nrow * ncol):
+        axes[2 * (k // ncol), k % ncol].set_axis_off()
+        axes[2 * (k // ncol) + 1, k % ncol].set_axis_off()
+    every = sorted({int(p["history"]["every"]) for r in recs for p in r.get("probes", []) if p.get("history")})
+    _add_caption(fig, _caption(recs, f"one line per run (probe, restart), loss and max error every "
+                                     f"{'/'.join(map(str, every))} steps; thick: the reported width"))
+    return fig
+
+
+def write_curves(run_dir, *, out: Optional[str] = None, records: Optional[Sequence[dict]] = None,
+                 instances: Optional[Sequence[str]] = None, groups: Optional[dict] = None, most: int = CURVES_MOST,
+                 caption: bool = True, formats: Sequence[str] = ("png", "pdf"), size: Optional[tuple] = None,
+                 dpi: int = 130) -> list:
+    """Write :func:`fig_curves` as ``<out>/curves.<format>`` (``ftcjax figures DIR --curves``); the paths.
+
+    Arguments as :func:`write_all`; ``instances`` / ``most`` as :func:`fig_curves`. Raises FTCInputError
+    when the run stored no histories (with the fix: set ``history_every``) or an instance is unknown.
+    """
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise FTCInputError(f"--format: {', '.join(bad) or 'nothing'} given; choose from {', '.join(FORMATS)}")
+    if size is not None and (len(size) != 2 or not all(np.isfinite(v) and 1 <= v <= 50 for v in size)):
+        raise FTCInputError(f"--size: {size!r} must be WIDTH,HEIGHT in inches, each between 1 and 50")
+    dirs = ([] if run_dir is None else [os.fspath(run_dir)] if isinstance(run_dir, (str, os.PathLike))
+            else [os.fspath(d) for d in run_dir])
+    if records is None:
+        records = _rec.load_records(dirs if len(dirs) > 1 else dirs[0])
+    if not records:
+        raise FTCInputError(f"run_dir: no finished instances in {' '.join(dirs)!r}")
+    records = select_records(records, groups)
+    fig = fig_curves(records, instances=instances, most=most)
+    if not caption:
+        for t in [t for t in fig.texts if t.get_gid() == "caption"]:
+            t.remove()
+        fig.get_layout_engine().set(rect=(0, 0, 1, 1))
+    if size is not None:
+        fig.set_size_inches(*size)
+        _fit_caption(fig)
+    out = out or os.path.join(dirs[0], "figures")
+    os.makedirs(out, exist_ok=True)
+    written = []
+    for ext in formats:
+        path = os.path.join(out, f"{CURVES_NAME}.{ext}")
+        fig.savefig(path, dpi=dpi)
+        written.append(path)
     return written

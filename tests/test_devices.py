@@ -53,3 +53,35 @@ def test_eight_devices_match_two_bit_for_bit(runs):
 def test_one_device_matches_bit_for_bit(runs):
     assert runs[1][1].keys() == runs[2][1].keys()
     assert runs[1][1] == runs[2][1]
+
+
+# The plan picks lanes_per_step from the spec (chunk_size x restarts, the problem size), never from the
+# device count: with chunk_size = 8 it picks 8 lanes per lax.map step, and 1, 2 and 8 devices (which pad
+# the rounds differently) still give the same bits.
+WIDE_SPEC = TINY_SPEC.replace("chunk_size = 2", "chunk_size = 8")
+
+
+@pytest.fixture(scope="module")
+def wide_runs(tmp_path_factory):
+    base = tmp_path_factory.getbasetemp() / "sweep-reference"
+    ref = reference_run(tmp_path_factory.getbasetemp() / "sweep-wide", WIDE_SPEC)
+    out = {2: ref}
+    for n, args, env in ((1, ("--cpu-devices", "1"), None),
+                         (8, (), {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})):
+        d = tmp_path_factory.getbasetemp() / f"wide-{n}"
+        spec = tmp_path_factory.getbasetemp() / f"wide-{n}.toml"
+        spec.write_text(WIDE_SPEC)
+        res = run_cli("run", str(spec), "--out", str(d), "--no-report", "--progress", "none",
+                      "--compilation-cache", shared_cache(base), *args, env=env)
+        assert res.returncode == 0, res.stderr
+        out[n] = d
+    return {n: results_without_timing(d) for n, d in out.items()}
+
+
+def test_plan_chosen_lanes_per_step_gives_the_same_bits_on_1_2_and_8_devices(wide_runs):
+    lanes = {rec["protocol"]["lanes_per_step"] for rec in wide_runs[2].values()}
+    assert lanes == {8}, lanes  # the plan's choice, not the old fixed 4
+    assert all(rec["cell"]["lanes_per_step"] == 0 for rec in wide_runs[2].values())
+    assert len(wide_runs[2]) == 12
+    for n in (1, 8):
+        assert wide_runs[n] == wide_runs[2], n

@@ -183,3 +183,18 @@ def test_bad_widths_name_the_argument():
         ftcjax.fit_batch(probs, np.array([9, 4]), keys=keys, protocol=protocol, bucket=8)
     with pytest.raises(ftcjax.FTCInputError, match="problems: need a batch with leading axis 3"):
         ftcjax.fit_batch(probs, np.array([2, 3, 4]), keys=keys, protocol=protocol)
+
+
+def test_default_lanes_per_step_is_the_size_rule_value_bit_for_bit():
+    # lanes_per_step = 0 means ftcjax.auto_lanes_per_step of the shapes: the same program, the same bits
+    # as naming that value, and (K = 24, bucket 8, float64) more lanes per step than the old fixed 4.
+    probs = _batch(num=6)
+    widths, keys = np.array([2, 3, 4, 5, 6, 8]), jax.random.split(jax.random.key(5), 6)
+    auto = ftcjax.auto_lanes_per_step(num_samples=24, in_dim=2, bucket=8, depth=2, dtype="float64")
+    assert auto == 64
+    a = ftcjax.fit_batch(probs, widths, keys=keys, protocol=ftcjax.Protocol(depth=2, **SMALL))
+    b = ftcjax.fit_batch(probs, widths, keys=keys, protocol=ftcjax.Protocol(depth=2, lanes_per_step=auto, **SMALL))
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    with pytest.raises(ftcjax.FTCInputError, match="lanes_per_step"):
+        ftcjax.Protocol(lanes_per_step=-1)

@@ -45,7 +45,7 @@ import optax
 from ftcjax._src import criteria, forms, lm, networks, schedules
 from ftcjax._src.errors import FTCInputError
 from ftcjax._src.problems import Problem
-from ftcjax._src.protocol import Protocol, StaticConfig, static_config
+from ftcjax._src.protocol import Protocol, StaticConfig, round_lanes_per_step, static_config
 
 
 END_REASONS = ("success", "budget", "diverged", "dead", "stalled")
@@ -539,8 +539,14 @@ def _build_lanes(problems: Problem, widths, keys, hyper: dict, dtype: str, Bp: i
 def fit(problem: Problem, width: int, *, key, protocol: Protocol, form=None,
         bucket: int | None = None) -> FitResult:
     """Train one update of size ``width`` (width of ``g``, or LoRA rank) on one problem (see
-    :func:`fit_batch`); scalar results."""
+    :func:`fit_batch`); scalar results. ``lanes_per_step = 0`` becomes the fixed 4 here
+    (:func:`ftcjax._src.protocol.round_lanes_per_step` of one lane), not the batch size rule: one lane
+    padded to 64 would waste the call."""
     batch = jax.tree.map(lambda a: jnp.asarray(a)[None], problem)
+    K, d = jnp.shape(problem.x)[-2:]
+    protocol = protocol.replace(lanes_per_step=round_lanes_per_step(
+        protocol, num_samples=K, in_dim=d, bucket=int(bucket or width), lanes_per_round=1,
+        sized=isinstance(forms.single_form(form, default=forms.Additive()), forms.Additive)))
     res = fit_batch(batch, np.array([int(width)]), keys=jnp.asarray(key)[None], protocol=protocol,
                     form=form, bucket=bucket)
     return jax.tree.map(lambda a: a[0], res)

@@ -270,6 +270,33 @@ def auto_lanes_per_step(*, num_samples: int, in_dim: int, bucket: int, depth: in
     return lanes
 
 
+ROUND_DEVICES = 2  # a round's lanes are sized for this many devices, whatever the run has
+
+
+def round_lanes_per_step(p: Protocol, *, num_samples: int, in_dim: int, bucket: int, lanes_per_round: int,
+                         sized: bool = True) -> int:
+    """``lanes_per_step`` for calls of about ``lanes_per_round`` lanes (a search round, a sweep chunk).
+
+    Explicit values are kept. ``0`` becomes :func:`auto_lanes_per_step` capped at the lanes one of
+    ``ROUND_DEVICES`` devices gets (rounded down to a power of two, at least ``AUTO_LANES_RANGE[0]``):
+    a round padded to far more lanes than it holds would spend the saving on padding (the default
+    sweep, 20 lanes a round: 28 s warm at 4 lanes per step, 55 s at the uncapped 32, 21 s at 8). The
+    choice depends on the caller's batch size and the shapes only, never on the devices present, so the
+    bits of a run do not depend on them. ``sized=False`` (a form whose bucket is not a width): 4.
+
+    >>> round_lanes_per_step(Protocol(restarts=2), num_samples=24, in_dim=2, bucket=48, lanes_per_round=20)
+    8
+    """
+    if p.lanes_per_step:
+        return int(p.lanes_per_step)
+    lo = AUTO_LANES_RANGE[0]
+    if not sized:
+        return lo
+    size = auto_lanes_per_step(num_samples=num_samples, in_dim=in_dim, bucket=bucket, depth=p.depth, dtype=p.dtype)
+    per_device = max(1, int(lanes_per_round) // ROUND_DEVICES)
+    return max(lo, min(size, 1 << (per_device.bit_length() - 1)))
+
+
 def _default_form():
     from ftcjax._src.forms import Additive  # the paper's f + g
 

@@ -43,7 +43,7 @@ from ftcjax._src.errors import FTCInputError
 from ftcjax._src.fit import END_REASONS, fit_batch, validate_widths
 from ftcjax._src.networks import to_layers
 from ftcjax._src.problems import Problem
-from ftcjax._src.protocol import Protocol
+from ftcjax._src.protocol import Protocol, round_lanes_per_step
 
 # strategy name -> versioned rule written into every record (bump the version when a rule changes)
 RULES = {"adaptive": "adaptive-v1", "bisect": "bisect-v1", "grid": "grid-v1"}
@@ -672,6 +672,10 @@ def min_width_batch(problems: Problem, *, keys, protocol: Protocol, widths: Sequ
                             f"jax.random.split(key, {n})")
     if keys.shape[0] != n:
         raise FTCInputError(f"keys: need {n} keys (one per instance), got {keys.shape[0]}")
+    # lanes_per_step = 0: fixed by this call's round size (n x restarts lanes) and the shapes, as a sweep's plan does
+    protocol = protocol.replace(lanes_per_step=round_lanes_per_step(
+        protocol, num_samples=problems.x.shape[1], in_dim=problems.x.shape[2], bucket=int(cand.max()),
+        lanes_per_round=n * protocol.restarts, sized=isinstance(form, forms.Additive)))
     probe = _kernel_probe(problems, keys, protocol, int(cand.max()), devices, form, return_params)
     if progress is not None:
         probe = _reporting(probe, progress, protocol.restarts)

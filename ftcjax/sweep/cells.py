@@ -142,19 +142,12 @@ class KernelInputs:
     form: Any = None
 
 
-# Lanes per device of a search round are sized for this many devices: the plan fixes lanes_per_step
-# from the spec alone, so a run's bits do not depend on the devices that computed it.
-PLAN_DEVICES = 2
-
-
 def plan_lanes_per_step(protocol, cell: dict[str, Any], widths: Sequence[int], chunk_size: int) -> int:
     """The ``lanes_per_step`` a sweep trains a cell with: explicit in the spec, else fixed by the plan.
 
-    ``0`` (the default) becomes the kernel's size rule (:func:`ftcjax.auto_lanes_per_step`: many lanes
-    per step for small problems) capped at the lanes a later search round puts on each of
-    ``PLAN_DEVICES`` devices (``chunk_size x restarts / 2``, rounded down to a power of two, at least 4):
-    a round padded to many more lanes than it has would spend the saving on padding (the default sweep:
-    20 lanes a round, 28 s warm at 4 lanes per step, 55 s at the uncapped 32).
+    ``0`` (the default) becomes :func:`ftcjax._src.protocol.round_lanes_per_step` for a round of
+    ``chunk_size x restarts`` lanes (the spec's chunk, not the instances left to compute in it, so a
+    resumed chunk computes the same bits).
 
     >>> from ftcjax import Protocol
     >>> plan_lanes_per_step(Protocol(restarts=8, dtype="float32"), {"K": 64, "d": 2}, [16], chunk_size=16)
@@ -162,18 +155,11 @@ def plan_lanes_per_step(protocol, cell: dict[str, Any], widths: Sequence[int], c
     >>> plan_lanes_per_step(Protocol(restarts=2), {"K": 24, "d": 2}, [1, 48], chunk_size=10)
     8
     """
-    from ftcjax._src.protocol import AUTO_LANES_RANGE, auto_lanes_per_step
+    from ftcjax._src.protocol import round_lanes_per_step
 
-    if protocol.lanes_per_step:
-        return int(protocol.lanes_per_step)
-    lo = AUTO_LANES_RANGE[0]
-    if cell.get("form") not in (None, "additive"):
-        return lo  # the kernel's rule for forms whose bucket is not a width
-    size = auto_lanes_per_step(num_samples=cell["K"], in_dim=cell["d"], bucket=max(widths, default=1),
-                               depth=protocol.depth, dtype=protocol.dtype)
-    per_device = max(1, int(chunk_size) * protocol.restarts // PLAN_DEVICES)
-    cap = 1 << (per_device.bit_length() - 1)
-    return max(lo, min(size, cap))
+    return round_lanes_per_step(protocol, num_samples=cell["K"], in_dim=cell["d"], bucket=max(widths, default=1),
+                                lanes_per_round=int(chunk_size) * protocol.restarts,
+                                sized=cell.get("form") in (None, "additive"))
 
 
 def kernel_inputs(seed: int, instances: Sequence, *, widths: Sequence[int], strategy: str,

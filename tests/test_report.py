@@ -363,3 +363,21 @@ def test_one_median_on_every_committed_sweep():
                 assert c.median == summ[c.N] == fig, (src.parent.name, key, c.N, c.median, summ[c.N], fig)
                 checked += 1
     assert checked > 20
+
+
+def test_records_of_different_search_rules_are_fitted_apart():
+    # the same instances searched by two rules (and an adaptive-v1 record) never share a fit
+    import numpy as np
+
+    from ftcjax.analysis.synthetic import logistic_p, search_records
+
+    Ns = np.repeat([2, 4, 8], 3)
+    ps = [logistic_p(3.0 * np.sqrt(n), scale=0.15) for n in Ns]
+    ada = search_records(ps, Ns=Ns, widths=range(1, 33), seed=0)
+    bis = search_records(ps, Ns=Ns, widths=range(1, 33), seed=0, strategy="bisect")
+    old = [dict(r, search_rule="adaptive-v1") for r in ada[:3]]
+    rep = build_report(ada + bis + old, n_boot=0)
+    rules = sorted(dict(g.key)["search_rule"] for g in rep.groups)
+    assert rules == ["adaptive-v1", "adaptive-v2", "bisect-v1"]
+    assert sorted(g.n_instances for g in rep.groups) == [3, 9, 9]
+    assert all(f"search_rule={dict(g.key)['search_rule']}" in g.label for g in rep.groups)

@@ -381,3 +381,19 @@ def test_records_of_different_search_rules_are_fitted_apart():
     assert rules == ["adaptive-v1", "adaptive-v2", "bisect-v1"]
     assert sorted(g.n_instances for g in rep.groups) == [3, 9, 9]
     assert all(f"search_rule={dict(g.key)['search_rule']}" in g.label for g in rep.groups)
+
+
+def test_non_monotone_flag_says_what_the_rule_tested():
+    import numpy as np
+
+    from ftcjax.analysis.synthetic import logistic_p, search_records
+
+    recs = search_records([logistic_p(6.0)] * 6, Ns=[2, 2, 4, 4, 8, 8], widths=range(1, 33), seed=0)
+    for r in recs[:2]:
+        r["non_monotone"] = True
+    (g,) = build_report(recs, n_boot=0).groups
+    assert "2 non-monotone instances (a wider width succeeded significantly less often than a narrower one " \
+           "(Fisher test))" in g.flags
+    (g2,) = build_report([dict(r, search_rule="grid-v1") for r in recs], n_boot=0).groups
+    assert "2 non-monotone instances (a wider net failed after a narrower passed)" in g2.flags
+    assert np.sum([r["non_monotone"] for r in recs]) == 2

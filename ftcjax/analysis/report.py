@@ -106,7 +106,10 @@ class GroupReport:
             out.append(f"K < 3N+2 at {x}={_nlist(self.saturated_cells)}: the worst-case bounds depend on K "
                        "there (min{3N, K-2}), so the theory exponent does not apply")
         if self.n_non_monotone:
-            out.append(f"{self.n_non_monotone} non-monotone instances (a wider net failed after a narrower passed)")
+            rule = dict(self.key).get("search_rule", "")
+            why = ("a wider width succeeded significantly less often than a narrower one (Fisher test)"
+                   if str(rule).startswith("adaptive") else "a wider net failed after a narrower passed")
+            out.append(f"{self.n_non_monotone} non-monotone instances ({why})")
         if self.mle is not None and not self.mle.exponent_identified:
             m = self.mle.models
             aics = ", ".join(f"{k} {m[k].aic:.1f}" for k in m)

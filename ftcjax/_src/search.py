@@ -160,7 +160,10 @@ class Trainability:
     w50_bracket: ``(previous probed width or 0, w50)``: w50 lies in this half-open interval as far as
       the probes can tell (the interval-censored datum of a regression).
     w50_interval: ``(lo, hi)`` confidence statement: p(lo) < 1/2 and p(hi) >= 1/2 were each decided at
-      ``confidence`` (lo = 0: nothing below was decided; hi = None: nothing was decided above).
+      ``confidence`` (lo = 0: nothing below was decided; hi = None: nothing was decided above). Each
+      decision is at ``confidence`` per look; after the adaptive rule's repeated looks the interval holds
+      the true w50 less often (0.66-0.93 on logistic p(w), mostly at the lower end:
+      benchmarks/README.md), so it is not a calibrated joint interval.
     existence_width: smallest probed width with any success; ``existence_bracket`` its
       ``(previous probed width or 0, width)``; ``existence_trials_below``: failed trials at the probed
       widths below it; ``existence_p_below``: one-sided upper bound on p at the probed width just below.

@@ -123,3 +123,31 @@ def test_budget_twin_of_a_portfolio_doubles_each_members_own_budget_and_stays_a_
     for d in (twin, reseeded_spec_dict(data)):
         spec = parse_spec(dump_toml(d))  # [[portfolio.member]] tables are written back as such
         assert spec.axis_dict["member"] == ("a", "b")
+
+
+def test_until_converged_does_not_call_a_group_with_too_few_pairs_moving():
+    # depth 2 has 3 instances (no paired test possible), depth 3 has 9 that never move
+    rng = np.random.default_rng(1)
+    calls = []
+
+    def run(spec, run_dir):
+        calls.append(run_dir)
+        seed = spec["train"].get("train_seed", 0) + 7 * spec["train"]["restarts"]
+        out = []
+        for depth in spec["grid"]["depth"]:
+            Ns = np.repeat([2, 4, 8], 1 if depth == 2 else 3)
+            w50 = 3.0 * np.sqrt(Ns) * np.exp(0.2 * np.random.default_rng(depth).standard_normal(Ns.size))
+            out += syn.search_records([syn.logistic_p(w, scale=0.15) for w in w50], Ns=Ns, widths=WIDTHS,
+                                      seed=seed + depth, steps=spec["train"]["steps"], depth=depth,
+                                      restarts=spec["train"]["restarts"])
+        return out
+
+    data = {"name": "s", "grid": {"depth": [2, 3], "N": [2, 4, 8], "K": 100}, "train": {"steps": 100, "restarts": 2}}
+    st = conv.until_converged(data, "runs/s", run=run, max_factor=8)
+    by_depth = {label.split()[0]: e for label, e in st.items()}
+    assert by_depth["depth=2"]["too_few"] and by_depth["depth=2"]["converged_at"] is None
+    assert {v.verdict for v in by_depth["depth=2"]["verdicts"]} == {"too few"}
+    assert by_depth["depth=3"]["converged_at"] == 1 and not by_depth["depth=3"]["too_few"]
+    assert not any("-b2" in c for c in calls)  # nothing re-run at a larger budget: no group moved
+    text = conv.format_until(st, 8)
+    assert "depth=2" in text and "NOT judged: fewer than 6" in text and "widths still move" not in text

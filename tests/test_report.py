@@ -293,3 +293,107 @@ def test_outliers_and_near_trivial_cells_are_flagged():
     recs[0]["min_width"] = 10 * max(r["min_width"] for r in recs[1:4])
     g = build_report(recs, n_boot=0).groups[0]
     assert any(f.startswith("outlier at N=80: instance " + recs[0]["instance_id"]) for f in g.flags)
+
+
+def test_unresolved_instances_are_counted_apart_from_censored_everywhere():
+    # A real adaptive search on known p(w): instances trainable only at the top width with p = 0.4
+    # end either censored (p(top) < 1/2 decided) or unresolved (budget spent, nothing decided).
+    import numpy as np
+
+    from ftcjax.analysis import records as rec_mod, stats
+    from ftcjax.analysis.synthetic import logistic_p, search_records, step_p
+
+    never = lambda w: np.zeros(np.shape(w))
+    ps = [logistic_p(8.0, scale=0.1)] * 4 + [step_p(32, level=0.4)] * 4 + [never] * 4
+    Ns = [2] * 4 + [4] * 6 + [8] * 2
+    recs = search_records(ps, Ns=Ns, widths=range(1, 33), seed=0)
+    status = [r["status"] for r in recs]
+    unres = [r["min_width"] is None and not r["censored"] for r in recs]
+    assert sum(unres) >= 1 and all(s == "unresolved" for s, u in zip(status, unres) if u), status
+    n_cens = sum(bool(r["censored"]) for r in recs)
+    arr = rec_mod.instance_arrays(recs)
+    assert arr.unresolved.tolist() == unres
+    assert arr.censored[arr.unresolved].all()  # no width: the statistics place it above every measured one
+    g = build_report(recs, n_boot=0).groups[0]
+    assert g.n_unresolved == sum(unres) and g.n_censored == n_cens  # never merged into the censored count
+    assert g.n_censored + g.n_unresolved + int((~arr.censored).sum()) == len(recs)  # none dropped
+    assert g.unresolved_cells == (4.0,)
+    cell4 = [c for c in g.cells if c.N == 4.0][0]
+    assert cell4.n_unresolved == sum(unres) and cell4.n_censored == sum(bool(r["censored"]) for r in recs[4:10])
+    assert any(f.startswith("unresolved at N=4 (") for f in g.flags)
+    assert not any("censored at N=" in f and f"({n_cens + sum(unres)} instances)" in f for f in g.flags)
+    text = format_report(build_report(recs, n_boot=0))
+    assert f"{sum(unres)} unresolved" in text and "unres" in text
+    row = next(csv.DictReader(io.StringIO(format_report(build_report(recs, n_boot=0), "csv"))))
+    assert int(row["unresolved"]) == sum(unres) and int(row["censored"]) == n_cens
+    # the MLE sees an unresolved instance as right-censored below the top, not as dropped
+    i = unres.index(True)
+    assert arr.upper[i] == float("inf") and arr.lower[i] < 32
+    # one median definition: the cell median counts it above every measured width
+    from ftcjax.sweep.results import summary_rows
+
+    w4 = [r["min_width"] for r in recs if r["cell"]["N"] == 4]
+    assert stats.median_width(w4) == cell4.median == summary_rows(recs[4:10], ["N"])[0]["median"]
+
+
+def test_one_median_on_every_committed_sweep():
+    # status/run summary (summary_rows), report cells and the width-vs-N figure agree on every cell
+    import gzip
+    from pathlib import Path
+
+    import numpy as np
+
+    from ftcjax.analysis import figures, records as rec_mod
+    from ftcjax.sweep.results import summary_rows
+
+    srcs = sorted((Path(__file__).resolve().parents[1] / "figures").glob("*/records.jsonl.gz"))
+    assert srcs
+    checked = 0
+    for src in srcs:
+        recs = [json.loads(line) for line in gzip.open(src, "rt")]
+        for key, grp in rec_mod.group_records(recs).items():
+            rep = build_report(grp, n_boot=0, over="N")
+            (g,) = rep.groups
+            arr = rec_mod.instance_arrays(grp)
+            summ = {float(r["N"]): r["median"] for r in summary_rows(grp, ["N"])}
+            for c in g.cells:
+                s = arr.N == c.N
+                ws = np.where(arr.trivial[s] & ~arr.censored[s], 0.0, arr.widths[s])
+                fig = figures._median_iqr(ws, arr.censored[s])[1]
+                assert c.median == summ[c.N] == fig, (src.parent.name, key, c.N, c.median, summ[c.N], fig)
+                checked += 1
+    assert checked > 20
+
+
+def test_records_of_different_search_rules_are_fitted_apart():
+    # the same instances searched by two rules (and an adaptive-v1 record) never share a fit
+    import numpy as np
+
+    from ftcjax.analysis.synthetic import logistic_p, search_records
+
+    Ns = np.repeat([2, 4, 8], 3)
+    ps = [logistic_p(3.0 * np.sqrt(n), scale=0.15) for n in Ns]
+    ada = search_records(ps, Ns=Ns, widths=range(1, 33), seed=0)
+    bis = search_records(ps, Ns=Ns, widths=range(1, 33), seed=0, strategy="bisect")
+    old = [dict(r, search_rule="adaptive-v1") for r in ada[:3]]
+    rep = build_report(ada + bis + old, n_boot=0)
+    rules = sorted(dict(g.key)["search_rule"] for g in rep.groups)
+    assert rules == ["adaptive-v1", "adaptive-v2", "bisect-v1"]
+    assert sorted(g.n_instances for g in rep.groups) == [3, 9, 9]
+    assert all(f"search_rule={dict(g.key)['search_rule']}" in g.label for g in rep.groups)
+
+
+def test_non_monotone_flag_says_what_the_rule_tested():
+    import numpy as np
+
+    from ftcjax.analysis.synthetic import logistic_p, search_records
+
+    recs = search_records([logistic_p(6.0)] * 6, Ns=[2, 2, 4, 4, 8, 8], widths=range(1, 33), seed=0)
+    for r in recs[:2]:
+        r["non_monotone"] = True
+    (g,) = build_report(recs, n_boot=0).groups
+    assert "2 non-monotone instances (a wider width succeeded significantly less often than a narrower one " \
+           "(Fisher test))" in g.flags
+    (g2,) = build_report([dict(r, search_rule="grid-v1") for r in recs], n_boot=0).groups
+    assert "2 non-monotone instances (a wider net failed after a narrower passed)" in g2.flags
+    assert np.sum([r["non_monotone"] for r in recs]) == 2

@@ -161,12 +161,37 @@ def test_adaptive_recovers_w50_within_one_step_for_known_p(widths, scale, restar
     for name, ps in _families(widths, n, scale=scale).items():
         truth = [syn.true_w50(p, widths) for p in ps]
         out = search_widths(syn.bernoulli_trainer(ps, restarts=restarts, seed=1), n, widths)
-        assert out.rule == "adaptive-v1"
+        assert out.rule == "adaptive-v2"
         hit = [w is not None and abs(widths.index(w) - widths.index(t)) <= 1 for w, t in zip(out.min_width, truth)]
         assert np.mean(hit) >= 0.9, (name, np.mean(hit))
         assert not any(out.censored), name
         if name in ("step", "logistic"):  # the non-monotonicity test does not fire on monotone truths
             assert np.mean(out.non_monotone) <= 0.05, name
+
+
+def test_adaptive_v2_spends_its_budget_on_a_wide_transition_where_v1_stopped_early():
+    # Logistic p(w) with scale 0.2 in log w on unit widths 1..48: p moves ~5% per candidate step.
+    # adaptive-v1 stopped after 4 probes at a bracket end with a third of its budget unspent
+    # (0.83 within one step at 4 restarts); v2 allows 8 per width and a budget that holds them.
+    from ftcjax._src.search import RULES, AdaptiveRule
+
+    assert RULES["adaptive"] == "adaptive-v2"
+    widths, n, R = list(range(1, 49)), 60, 4
+    assert AdaptiveRule.v1(48).probe_budget(48) == 24 and AdaptiveRule().probe_budget(48) == 32
+    ps = _families(widths, n, scale=0.2)["logistic"]
+    truth = [syn.true_w50(p, widths) for p in ps]
+
+    def recovery_and_cost(rule):
+        out = search_widths(syn.bernoulli_trainer(ps, restarts=R, seed=1), n, widths, rule=rule)
+        hit = [w is not None and abs(widths.index(w) - widths.index(t)) <= 1 for w, t in zip(out.min_width, truth)]
+        budget = rule.probe_budget(len(widths))
+        assert all(len(pr) <= budget for pr in out.probes)
+        return np.mean(hit), np.mean([sum(p.restarts for p in pr) for pr in out.probes])
+
+    rec2, cost2 = recovery_and_cost(AdaptiveRule())
+    rec1, cost1 = recovery_and_cost(AdaptiveRule.v1(len(widths)))
+    assert rec2 >= 0.9 > rec1, (rec2, rec1)
+    assert cost2 < 1.5 * cost1 < 192  # modest: far below the grid's 48 x 4
 
 
 def test_adaptive_typical_width_does_not_drift_with_restarts_while_bisection_does():
@@ -265,7 +290,7 @@ def test_kernel_adaptive_search_records_rule_and_trainability():
     res = ftcjax.min_width_batch(probs, keys=keys, protocol=protocol, widths=[2, 3, 4, 6, 8])
     for r in res:
         d = r.to_dict()
-        assert d["search_rule"] == "adaptive-v1" and d["min_width_is"] == "w50"
+        assert d["search_rule"] == "adaptive-v2" and d["min_width_is"] == "w50"
         assert d["trainings"] == sum(p["restarts"] for p in d["probes"])
         assert d["status"] in ("measured", "censored", "unresolved")
         assert sum(d["p_fit"]["trials"]) == d["trainings"]

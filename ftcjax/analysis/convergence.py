@@ -451,8 +451,9 @@ def until_converged(data: dict, out_dir: str, *, run, max_factor: int = 8, alpha
     f with 2x steps and with 2x restarts separately; each group gets a verdict per axis
     (:func:`noise_floor_verdicts`). Groups converged under both axes stop at f; the others go on at
     2f (both axes doubled), restricted to their grid values.
-    Returns {group label: {"converged_at": f or None, "verdicts": [...]}}; ``None`` means it still
-    moved at the cap.
+    Returns {group label: {"converged_at": f or None, "too_few": bool, "verdicts": [...]}};
+    ``None`` means it still moved at the cap, or (``too_few``) that it could not be judged: fewer than
+    6 instances pair up across the runs, and a larger budget adds no pairs, so it is not re-run.
     """
     if isinstance(max_factor, bool) or not isinstance(max_factor, int) or max_factor < 2:
         raise FTCInputError(f"max-factor: {max_factor!r} must be an integer >= 2")
@@ -468,14 +469,18 @@ def until_converged(data: dict, out_dir: str, *, run, max_factor: int = 8, alpha
                                                    f"{out_dir}{tag}-{axis}-x2"),
                                                alpha=alpha, budget_label=f"x{level}->{axis} x2 ")
                     for axis in ("steps", "restarts")}
-        moving = set()
+        moving, unjudged = set(), set()
         for axis, vs in verdicts.items():
             for v in vs:
-                entry = status.setdefault(v.label, {"converged_at": None, "verdicts": []})
+                entry = status.setdefault(v.label, {"converged_at": None, "too_few": False, "verdicts": []})
                 entry["verdicts"].append(v)
-                if v.verdict != "converged":
+                if v.verdict == "moving":
                     moving.add(v.label)
-        for label in {v.label for vs in verdicts.values() for v in vs} - moving:
+                elif v.verdict != "converged":  # "too few" pairs: no test, neither converged nor moving
+                    unjudged.add(v.label)
+        for label in unjudged - moving:
+            status[label]["too_few"] = True
+        for label in {v.label for vs in verdicts.values() for v in vs} - moving - unjudged:
             if status[label]["converged_at"] is None:
                 status[label]["converged_at"] = level
         if not moving or level * 2 > max_factor:
@@ -491,6 +496,10 @@ def format_until(status: dict, max_factor: int) -> str:
     lines = []
     for label, e in status.items():
         f = e["converged_at"]
+        if e.get("too_few"):
+            lines.append(f"{label}: NOT judged: fewer than 6 instances pair up across the runs "
+                         "(the paired test needs 6); add replicates")
+            continue
         lines.append(f"{label}: " + (f"converged at budget x{f} (steps and restarts)" if f is not None
                                      else f"NOT converged by budget x{max_factor}: widths still move"))
     lines.append("")

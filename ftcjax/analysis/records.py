@@ -140,6 +140,10 @@ class InstanceArrays:
 
     widths: float, NaN where censored. lower/upper: the interval the searched width is known to lie
     in (:func:`width_interval`; upper = inf when censored, NaN for trivial instances). ceiling: largest probed width (NaN if no probe).
+    censored: True for EVERY instance without a width (the statistics place all of them above every
+    measured width). unresolved: the subset of those that the search did NOT censor (``min_width``
+    None while ``censored`` is False: an adaptive search that spent its budget without deciding
+    p(top) against 1/2); a count of censored instances is ``censored & ~unresolved``.
     mse_zero: loss of g = 0 (fraction of the paper's threshold tells how trivial a cell is).
     """
 
@@ -155,6 +159,7 @@ class InstanceArrays:
     instance_id: tuple
     lower: np.ndarray = None  # (n,) the width lies in (lower, upper]: see width_interval
     upper: np.ndarray = None
+    unresolved: np.ndarray = None  # (n,) no width and not censored by the search (see above)
 
 
 def width_interval(rec: dict, width: Optional[float], censored: bool) -> tuple:
@@ -192,6 +197,7 @@ def instance_arrays(records: Sequence[dict], *, criterion: Optional[str] = None)
     trainings = np.zeros(n)
     lower = np.full(n, np.nan)
     upper = np.full(n, np.nan)
+    unresolved = np.zeros(n, bool)
     for i, rec in enumerate(records):
         cell = rec["cell"]
         prob = rec.get("problem", {})
@@ -201,6 +207,8 @@ def instance_arrays(records: Sequence[dict], *, criterion: Optional[str] = None)
             w = rec.get("min_width")
             censored[i] = bool(rec.get("censored", w is None))
             trivial[i] = bool(rec.get("trivial", False))
+            # no width, yet not censored: the search left it undecided (status "unresolved")
+            unresolved[i] = w is None and not censored[i] and not trivial[i]
             if trivial[i] and not censored[i]:
                 # g = 0 passes: no neuron is needed. The search still reports the smallest candidate
                 # that "succeeded", which measures the candidate list, not the problem.
@@ -223,7 +231,8 @@ def instance_arrays(records: Sequence[dict], *, criterion: Optional[str] = None)
     return InstanceArrays(N=N, K=K, widths=widths, censored=censored, trivial=trivial,
                           non_monotone=nonmono, ceiling=ceiling, mse_zero=mse_zero,
                           trainings=trainings,
-                          instance_id=tuple(str(r.get("instance_id")) for r in records), lower=lower, upper=upper)
+                          instance_id=tuple(str(r.get("instance_id")) for r in records), lower=lower, upper=upper,
+                          unresolved=unresolved)
 
 
 def protocol_summary(records: Iterable[dict]) -> tuple:

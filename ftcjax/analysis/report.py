@@ -30,6 +30,9 @@ class GroupReport:
 
     ``trivial_cells``: N values where EVERY instance is trivially satisfied by g = 0;
     ``partly_trivial_cells``: N values where some but not all are.
+    ``n_censored`` counts the instances the search censored; ``n_unresolved`` (at ``unresolved_cells``)
+    those it left without a width and without censoring (an adaptive search whose budget ran out
+    before p(top) was decided against 1/2). Neither has a width; they are counted apart, never merged.
     """
 
     key: tuple
@@ -54,6 +57,8 @@ class GroupReport:
     mle_error: Optional[str] = None
     outliers: tuple = ()  # (x, instance id, width, cell median) for widths > 3x their cell median
     near_trivial_cells: tuple = ()  # x values where passing needs < 50% loss reduction from g = 0
+    n_unresolved: int = 0
+    unresolved_cells: tuple = ()
 
     @property
     def covers_theory(self) -> Optional[bool]:
@@ -64,8 +69,9 @@ class GroupReport:
 
     @property
     def unreliable(self) -> bool:
-        """More than a quarter of the group censored: the surviving instances are a biased sample."""
-        return self.fit is not None and self.n_censored > 0.25 * self.n_instances
+        """More than a quarter of the group without a width (censored or unresolved): the surviving
+        instances are a biased sample."""
+        return self.fit is not None and self.n_censored + self.n_unresolved > 0.25 * self.n_instances
 
     @property
     def flags(self) -> list:
@@ -73,7 +79,10 @@ class GroupReport:
         out = []
         x = self.over
         if self.unreliable:
-            out.append(f"UNRELIABLE fit: {self.n_censored}/{self.n_instances} instances censored "
+            what = f"{self.n_censored}/{self.n_instances} instances censored"
+            if self.n_unresolved:
+                what += f" and {self.n_unresolved} unresolved"
+            out.append(f"UNRELIABLE fit: {what} "
                        f"(a fit over the measured ones describes the easy instances only)")
         if self.trivial_cells:
             out.append(f"trivial (g=0 passes) at {x}=" + _nlist(self.trivial_cells) + ": excluded from fit")
@@ -88,11 +97,19 @@ class GroupReport:
         if self.censored_cells:
             out.append(f"censored at {x}={_nlist(self.censored_cells)} ({self.n_censored} instances): "
                        "excluded, so the slope is biased LOW there")
+        if self.unresolved_cells:
+            out.append(f"unresolved at {x}={_nlist(self.unresolved_cells)} ({self.n_unresolved} instances): "
+                       "the search spent its budget without a confident answer (no width with p >= 1/2, "
+                       "p(top) < 1/2 not decided); no width is claimed: excluded from OLS, above every "
+                       "measured width in the medians, right-censored below the top in the MLE")
         if self.saturated_cells:
             out.append(f"K < 3N+2 at {x}={_nlist(self.saturated_cells)}: the worst-case bounds depend on K "
                        "there (min{3N, K-2}), so the theory exponent does not apply")
         if self.n_non_monotone:
-            out.append(f"{self.n_non_monotone} non-monotone instances (a wider net failed after a narrower passed)")
+            rule = dict(self.key).get("search_rule", "")
+            why = ("a wider width succeeded significantly less often than a narrower one (Fisher test)"
+                   if str(rule).startswith("adaptive") else "a wider net failed after a narrower passed")
+            out.append(f"{self.n_non_monotone} non-monotone instances ({why})")
         if self.mle is not None and not self.mle.exponent_identified:
             m = self.mle.models
             aics = ", ".join(f"{k} {m[k].aic:.1f}" for k in m)
@@ -203,7 +220,7 @@ def build_report(records: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, 
         except FTCInputError as e:
             mle_err = str(e)
         cells = _stats.cell_summaries(xs, arr.widths, censored=arr.censored, trivial=arr.trivial,
-                                      ceiling=arr.ceiling)
+                                      ceiling=arr.ceiling, unresolved=arr.unresolved)
         triv = tuple(c.N for c in cells if c.n_trivial == c.n and c.n > 0)
         outl = _stats.outliers(xs, arr.widths, censored=arr.censored, trivial=arr.trivial, ids=arr.instance_id)
         near = _near_trivial(cellmap, recs, xs, arr, triv)
@@ -216,12 +233,14 @@ def build_report(records: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, 
         groups.append(GroupReport(
             key=key, label=_rec.group_label(key, show=show), depth=None if depth is None else int(depth), theory=theory,
             fit=fit, sqrt_fit=sqrt_fit, fit_error=err, cells=cells, n_instances=len(recs),
-            n_censored=int(arr.censored.sum()), n_trivial=int(arr.trivial.sum()),
+            n_censored=int((arr.censored & ~arr.unresolved).sum()), n_trivial=int(arr.trivial.sum()),
             n_non_monotone=int(arr.non_monotone.sum()), trivial_cells=triv, partly_trivial_cells=part,
             censored_cells=tuple(c.N for c in cells if c.n_censored > 0), mse_zero_median=tuple(mz),
             over=over, saturated_cells=tuple(sorted({float(x) for x, r in zip(xs, recs)
                                                      if int(r["cell"]["K"]) < 3 * int(r["cell"]["N"]) + 2})),
-            mle=mle, mle_error=mle_err, outliers=outl, near_trivial_cells=near))
+            mle=mle, mle_error=mle_err, outliers=outl, near_trivial_cells=near,
+            n_unresolved=int(arr.unresolved.sum()),
+            unresolved_cells=tuple(c.N for c in cells if c.n_unresolved > 0)))
     shared, varying = _rec.protocol_summary(records)
     return Report(groups=tuple(groups), n_records=len(records), protocol_shared=shared,
                   protocol_varying=varying, level=level, n_boot=n_boot, seed=seed, convergence=convergence,
@@ -253,7 +272,8 @@ def _group_rows(rep: Report) -> list:
         row.update({
             f"{rep.over}_range": "-" if f is None else f"{_nlist([f.N_range[0]])}..{_nlist([f.N_range[1]])}",
             "instances": g.n_instances, "used": 0 if f is None else f.n_used,
-            "censored": g.n_censored, "trivial": g.n_trivial, "non_monotone": g.n_non_monotone,
+            "censored": g.n_censored, "unresolved": g.n_unresolved, "trivial": g.n_trivial,
+            "non_monotone": g.n_non_monotone,
             "slope": None if f is None else f.slope,
             "ci_low": None if f is None or f.ci is None else f.ci[0],
             "ci_high": None if f is None or f.ci is None else f.ci[1],
@@ -292,6 +312,8 @@ def _cell_rows(g: GroupReport) -> list:
             flag.append(f"{c.n_trivial} trivial")
         if c.n_censored:
             flag.append(f"{c.n_censored} censored")
+        if c.n_unresolved:
+            flag.append(f"{c.n_unresolved} unresolved")
         rows.append([_nlist([c.N]), str(c.n), med, iqr, _f(mz.get(c.N), 4), ", ".join(flag)])
     return rows
 
@@ -349,7 +371,7 @@ def _md(headers: list, rows: list) -> str:
     return "\n".join(out)
 
 
-_SUMMARY_HEAD = ["group", "{x}", "inst", "used", "cens", "triv", "MLE slope", "MLE CI", "model", "OLS slope",
+_SUMMARY_HEAD = ["group", "{x}", "inst", "used", "cens", "unres", "triv", "MLE slope", "MLE CI", "model", "OLS slope",
                  "OLS CI", "Theil-Sen", "theory", "covers", "local slopes", "a sqrt(N)+b"]
 
 
@@ -360,7 +382,7 @@ def _summary_row(g: GroupReport, r: dict) -> list:
     m = g.mle
     mci = "-" if m is None or m.ci is None else "[" + ", ".join("open" if v is None else f"{v:.3f}" for v in m.ci) + "]"
     model = "-" if m is None else (m.preferred + ("" if m.exponent_identified else " (!)"))
-    return [g.label, r[f"{g.over}_range"], r["instances"], r["used"], r["censored"], r["trivial"],
+    return [g.label, r[f"{g.over}_range"], r["instances"], r["used"], r["censored"], r["unresolved"], r["trivial"],
             "-" if m is None else _f(m.slope), mci, model, slope,
             ci, _f(r["theil_sen"]), "-" if g.theory is None else f"{g.theory:g}", _covers(g),
             r["local_slopes"] or "-", sq]

@@ -74,6 +74,7 @@ class CellSummary:
     median_is_lower_bound: bool
     median_lower: Optional[float]
     widths: tuple  # measured (uncensored) widths, sorted
+    n_unresolved: int = 0  # no width and not censored (the search left them undecided; not in n_censored)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,13 +241,19 @@ def outliers(N, widths, *, censored=None, trivial=None, ids=None, factor: float 
     return tuple(out)
 
 
-def cell_summaries(N, widths, *, censored=None, trivial=None, ceiling=None) -> tuple:
+def cell_summaries(N, widths, *, censored=None, trivial=None, ceiling=None, unresolved=None) -> tuple:
     """Per-N summaries (see :class:`CellSummary`); inputs shape (n,) per instance.
 
     ``ceiling``: optional per-instance (n,) array or scalar of search ceilings, used only to state
     a lower bound for a median that is not identified.
+    ``unresolved``: optional (n,) bools, instances without a width that the search did not censor
+    (a subset of ``censored`` here: both sit above every measured width in the quantiles); they are
+    counted in ``n_unresolved``, never in ``n_censored``.
     """
     N, widths, censored, trivial = _as_arrays(N, widths, censored, trivial)
+    unres = np.zeros(N.shape, bool) if unresolved is None else np.asarray(unresolved, bool)
+    if unres.shape != N.shape:
+        raise FTCInputError(f"unresolved: shape {unres.shape} does not match N {N.shape}")
     if ceiling is not None:
         ceiling = np.broadcast_to(np.asarray(ceiling, dtype=np.float64), N.shape)
     out = []
@@ -262,7 +269,8 @@ def cell_summaries(N, widths, *, censored=None, trivial=None, ceiling=None) -> t
             cands = list(ceiling[sel & censored])
             lower = float(min(cands)) if cands else None
         out.append(CellSummary(
-            N=float(n_val), n=n_tot, n_censored=int((sel & censored).sum()),
+            N=float(n_val), n=n_tot, n_censored=int((sel & censored & ~unres).sum()),
+            n_unresolved=int((sel & unres).sum()),
             n_trivial=int((sel & trivial).sum()), median=med,
             q25=_quantile_censored(meas, n_tot, 0.25), q75=_quantile_censored(meas, n_tot, 0.75),
             median_is_lower_bound=med is None, median_lower=lower, widths=tuple(float(w) for w in meas)))

@@ -298,8 +298,8 @@ def _cmd_run(args) -> int:
     st = status(out_dir)
     print(f"\n{st['instances_done']}/{st['instances_total']} instances done in {out_dir} "
           f"({summary.chunks_run} chunks computed now, {summary.chunks_skipped} already done); "
-          f"censored {st['censored']}, trivial {st['trivial']}")
-    print("minimal widths per cell (censored instances are counted, not averaged):")
+          f"censored {st['censored']}, unresolved {st['unresolved']}, trivial {st['trivial']}")
+    print("minimal widths per cell (censored and unresolved instances are counted, not averaged):")
     print(format_table(st["summary"], st["summary_columns"]))
     if st["instances_pending"]:
         print(f"{st['instances_pending']} instances pending (other shards, or --max-chunks): rerun to "

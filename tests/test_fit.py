@@ -185,16 +185,23 @@ def test_bad_widths_name_the_argument():
         ftcjax.fit_batch(probs, np.array([2, 3, 4]), keys=keys, protocol=protocol)
 
 
-def test_default_lanes_per_step_is_the_size_rule_value_bit_for_bit():
-    # lanes_per_step = 0 means ftcjax.auto_lanes_per_step of the shapes: the same program, the same bits
-    # as naming that value, and (K = 24, bucket 8, float64) more lanes per step than the old fixed 4.
-    probs = _batch(num=6)
-    widths, keys = np.array([2, 3, 4, 5, 6, 8]), jax.random.split(jax.random.key(5), 6)
+def test_default_lanes_per_step_is_the_round_rule_value_bit_for_bit():
+    # lanes_per_step = 0 means round_lanes_per_step of the shapes and the call's lane count: the same
+    # program, the same bits as naming that value. K = 24, bucket 8, float64: the size rule allows 64
+    # lanes per step; 6 lanes (3 per reference device) keep 4, 128 lanes get 64.
+    from ftcjax._src.protocol import round_lanes_per_step
+
     auto = ftcjax.auto_lanes_per_step(num_samples=24, in_dim=2, bucket=8, depth=2, dtype="float64")
     assert auto == 64
-    a = ftcjax.fit_batch(probs, widths, keys=keys, protocol=ftcjax.Protocol(depth=2, **SMALL))
-    b = ftcjax.fit_batch(probs, widths, keys=keys, protocol=ftcjax.Protocol(depth=2, lanes_per_step=auto, **SMALL))
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    base = ftcjax.Protocol(depth=2, **SMALL)
+    for B, expect in ((6, 4), (128, 64)):
+        got = round_lanes_per_step(base, num_samples=24, in_dim=2, bucket=8, lanes_per_round=B)
+        assert got == expect
+        probs = _batch(num=B, N=np.arange(B) % 4 + 1)
+        widths, keys = np.arange(B) % 7 + 2, jax.random.split(jax.random.key(5), B)
+        a = ftcjax.fit_batch(probs, widths, keys=keys, protocol=base, bucket=8)
+        b = ftcjax.fit_batch(probs, widths, keys=keys, protocol=base.replace(lanes_per_step=expect), bucket=8)
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
     with pytest.raises(ftcjax.FTCInputError, match="lanes_per_step"):
         ftcjax.Protocol(lanes_per_step=-1)

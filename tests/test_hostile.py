@@ -778,3 +778,38 @@ def test_writer_states_skip_planted_fifos_and_links(tmp_path):
     (env / "shard-0000-of-0001.json").write_text('{"state": "finished", "pid": 1, "hostname": "h"}')
     assert writer_states(RunDir(tmp_path)) == {
         "shard-0000-of-0001": {"state": "finished", "pid": 1, "hostname": "h", "heartbeat": None}}
+
+
+def test_resuming_records_of_another_search_rule_is_refused(run, monkeypatch):
+    """A run directory holds one search rule: a newer ftcjax never appends its rule's records beside the old."""
+    from ftcjax._src import search
+    from ftcjax.sweep.runner import run_sweep
+
+    lines = shard(run).read_text().splitlines()
+    shard(run).write_text("\n".join(lines[:6]) + "\n")  # part of the run done: resuming would compute more
+    before = shard(run).read_bytes()
+    monkeypatch.setitem(search.RULES, "adaptive", "adaptive-v99")
+    with pytest.raises(FTCInputError, match=r"searched with adaptive-v\d, this ftcjax searches with adaptive-v99"):
+        run_sweep(SPEC, run)
+    assert shard(run).read_bytes() == before
+
+
+def test_status_counts_unresolved_apart_from_censored(run):
+    """No width, neither censored nor trivial (the adaptive budget spent undecided): its own count."""
+    from ftcjax.sweep.results import status, summary_rows
+
+    recs = [{"cell": {"N": 1}, "min_width": None, "censored": False, "trivial": False},
+            {"cell": {"N": 1}, "min_width": None, "censored": True, "trivial": False},
+            {"cell": {"N": 1}, "min_width": 3, "censored": False, "trivial": False}]
+    (row,) = summary_rows(recs, ["N"])
+    assert (row["n"], row["censored"], row["unresolved"], row["min"], row["max"]) == (3, 1, 1, 3, 3)
+    st = status(run)
+    assert st["unresolved"] == sum(1 for r in st_records(run) if r.get("min_width") is None
+                                   and not r.get("censored") and not r.get("trivial"))
+    assert "unresolved" in st["summary_columns"]
+
+
+def st_records(run_dir):
+    from ftcjax.sweep.store import RunDir
+
+    return list(RunDir(run_dir).load().records.values())

@@ -381,6 +381,11 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
     devices = list(jax.local_devices() if devices is None else devices)
     n_dev = len(devices)
     _, K, d = problems.x.shape
+    # lanes_per_step = 0: the size rule capped by this call's lane count (one lane is not padded to 64);
+    # name a value to make a lane's bits independent of the batch it shares.
+    protocol = protocol.replace(lanes_per_step=round_lanes_per_step(
+        protocol, num_samples=K, in_dim=d, bucket=bucket, lanes_per_round=max(B, pad_to or 0),
+        sized=isinstance(form, forms.Additive)))
     cfg = static_config(protocol, bucket=bucket, in_dim=d, num_samples=K, form=form)
     crit = criteria.criterion_index(protocol.criterion)
     # float32 runs are judged in float64 at their returned parameters; a polish is an LM phase in
@@ -539,14 +544,8 @@ def _build_lanes(problems: Problem, widths, keys, hyper: dict, dtype: str, Bp: i
 def fit(problem: Problem, width: int, *, key, protocol: Protocol, form=None,
         bucket: int | None = None) -> FitResult:
     """Train one update of size ``width`` (width of ``g``, or LoRA rank) on one problem (see
-    :func:`fit_batch`); scalar results. ``lanes_per_step = 0`` becomes the fixed 4 here
-    (:func:`ftcjax._src.protocol.round_lanes_per_step` of one lane), not the batch size rule: one lane
-    padded to 64 would waste the call."""
+    :func:`fit_batch`); scalar results."""
     batch = jax.tree.map(lambda a: jnp.asarray(a)[None], problem)
-    K, d = jnp.shape(problem.x)[-2:]
-    protocol = protocol.replace(lanes_per_step=round_lanes_per_step(
-        protocol, num_samples=K, in_dim=d, bucket=int(bucket or width), lanes_per_round=1,
-        sized=isinstance(forms.single_form(form, default=forms.Additive()), forms.Additive)))
     res = fit_batch(batch, np.array([int(width)]), keys=jnp.asarray(key)[None], protocol=protocol,
                     form=form, bucket=bucket)
     return jax.tree.map(lambda a: a[0], res)

@@ -69,9 +69,11 @@ class Protocol:
       matmul_precision: XLA matmul precision (``"highest"`` avoids TF32 on GPUs).
       lbfgs_memory: L-BFGS history size.
       lanes_per_step: runs vmapped together inside a device per lax.map step (keeps the working set in cache on
-        CPU). 0 (default): chosen from the problem size by :func:`auto_lanes_per_step`, never from the lane
-        or device count, so the bits of a run do not depend on how many devices share it (the value
-        changes the bits: XLA batches the matmuls differently).
+        CPU). 0 (default): chosen from the problem size (:func:`auto_lanes_per_step`) capped by the lanes
+        of the call (:func:`round_lanes_per_step`: ``fit_batch`` its B, ``min_width_batch`` n x restarts,
+        a sweep its chunk_size x restarts), never from the device count, so the bits of a run do not
+        depend on how many devices share it. The value changes the bits (XLA batches the matmuls
+        differently): name one to make a lane's bits independent of the batch it is in.
       unroll: ``lax.scan`` unroll of the training loop.
       train_seed: folded into every training key when nonzero: the same instances trained from new
         initialisations (the noise floor of a convergence check); 0 keeps the original keys.

@@ -416,14 +416,23 @@ def _group_line(ax, recs, label_prefix, color, *, over="N", fit=True, censored_l
     band = np.isfinite(q1) & np.isfinite(q3) & (q1 > 0)
     if band.any():
         ax.fill_between(xv[band], q1[band], q3[band], color=color, alpha=0.2, lw=0)
-    cens = arr.censored
+    unres = _unresolved(arr)
+    cens = arr.censored & ~unres
     if cens.any():
         # censored instances need more than the ceiling: mark the ceiling with an up-triangle
-        cx = xs[cens]
-        cy = arr.ceiling[cens]
-        ax.plot(cx, cy, "^", color=color, mfc="none", ms=7, ls="none",
+        ax.plot(xs[cens], arr.ceiling[cens], "^", color=color, mfc="none", ms=7, ls="none",
                 label="censored: needs more than the largest width" if censored_label else None)
-    return xv, bool(cens.any())
+    if unres.any():
+        # the search spent its budget undecided: no width, and not censored either
+        ax.plot(xs[unres], arr.ceiling[unres], "s", color=color, mfc="none", ms=6, ls="none",
+                label="unresolved: search undecided above this width" if censored_label else None)
+    return xv, bool(arr.censored.any())
+
+
+def _unresolved(arr) -> np.ndarray:
+    """(n,) instances with no width that the search did not censor (a subset of ``arr.censored``)."""
+    u = getattr(arr, "unresolved", None)
+    return np.zeros(arr.censored.shape, bool) if u is None else np.asarray(u, bool)
 
 
 _CONSTRUCTION_NAMES = {"thm44": ("Thm 4.4", "s"), "slab": ("slab", "D"), "tooth": ("tooth", "s")}
@@ -578,9 +587,13 @@ def fig_distribution(records: Sequence[dict], *, max_groups: int = 8) -> Optiona
         if (ok & arr.non_monotone).any():
             ax.plot(x[ok & arr.non_monotone], arr.widths[ok & arr.non_monotone], "D", ms=5, mfc="none",
                     color="tab:purple", label="non-monotone (wider net failed)")
-        if arr.censored.any():
-            ax.plot(x[arr.censored], arr.ceiling[arr.censored], "^", ms=6, color="tab:red",
-                    label="censored (> ceiling)")
+        unres = _unresolved(arr)
+        cens = arr.censored & ~unres
+        if cens.any():
+            ax.plot(x[cens], arr.ceiling[cens], "^", ms=6, color="tab:red", label="censored (> ceiling)")
+        if unres.any():
+            ax.plot(x[unres], arr.ceiling[unres], "s", ms=6, mfc="none", color="tab:orange",
+                    label="unresolved (search undecided)")
         if arr.trivial.any():
             ax.plot(x[arr.trivial], np.zeros(int(arr.trivial.sum())), "x", ms=6, color="0.3",
                     label="trivial (g = 0 passes)")

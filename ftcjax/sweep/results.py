@@ -63,6 +63,7 @@ def status(run_dir: str | Path) -> dict[str, Any]:
         "chunks_total": len(plan),
         "chunks_done": chunks_done,
         "censored": sum(1 for r in recs.values() if r.get("censored")),
+        "unresolved": sum(1 for r in recs.values() if _unresolved(r)),
         "trivial": sum(1 for r in recs.values() if r.get("trivial")),
         "non_monotone": sum(1 for r in recs.values() if r.get("non_monotone")),
         "torn_lines": loaded.torn,
@@ -79,7 +80,7 @@ def status(run_dir: str | Path) -> dict[str, Any]:
         "environment": manifest.get("environment", {}),
         "numerics": manifest.get("numerics", {}),
         "summary": summary_rows(recs.values(), varying_axes(spec)),
-        "summary_columns": varying_axes(spec) + ["n", "censored", "trivial", "median", "min", "max"],
+        "summary_columns": varying_axes(spec) + ["n", "censored", "unresolved", "trivial", "median", "min", "max"],
     }
 
 
@@ -116,7 +117,8 @@ def format_status(st: dict[str, Any]) -> str:
     lines = [
         f"run        {st['run_dir']}  (sweep {st['name']!r}, spec {st['spec_hash']})",
         f"instances  {st['instances_done']}/{st['instances_total']} done, {st['instances_pending']} pending;"
-        f" censored {st['censored']}, trivial {st['trivial']}, non-monotone {st['non_monotone']}",
+        f" censored {st['censored']}, unresolved {st.get('unresolved', 0)}, trivial {st['trivial']},"
+        f" non-monotone {st['non_monotone']}",
         f"chunks     {st['chunks_done']}/{st['chunks_total']} done",
     ]
     rate = st["instances_per_s_wall"]
@@ -155,7 +157,7 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"env        jax {env.get('jax')}, backend {env.get('backend')} ({env.get('device_kind')}"
                      f" x{env.get('local_device_count')}), dtypes {st.get('numerics', {}).get('dtype')}")
     lines.append("")
-    lines.append("minimal widths per cell (censored instances are counted, not averaged):")
+    lines.append("minimal widths per cell (censored and unresolved instances are counted, not averaged):")
     lines.append(format_table(st["summary"], st["summary_columns"]))
     return "\n".join(lines)
 
@@ -297,6 +299,11 @@ def status_json(run_dir: str | Path) -> str:
     return json.dumps(st, indent=2, default=str)
 
 
+def _unresolved(r: dict[str, Any]) -> bool:
+    """No width, yet neither censored nor trivial: the adaptive search spent its budget undecided."""
+    return r.get("min_width") is None and not r.get("censored") and not r.get("trivial")
+
+
 def _median(recs: list[dict[str, Any]]):
     """The one definition of a cell's median width (ftcjax.analysis.stats.median_width)."""
     from ftcjax.analysis.stats import median_width
@@ -308,7 +315,8 @@ def _median(recs: list[dict[str, Any]]):
 def summary_rows(records: Iterable[dict[str, Any]], varying: list[str]) -> list[dict[str, Any]]:
     """One row per cell (over the ``varying`` axes): counts and min-width statistics.
 
-    Censored instances are counted, never averaged in (their width is only a lower bound).
+    Censored instances are counted, never averaged in (their width is only a lower bound); so are
+    unresolved ones (no width and not censored: the median counts them above every measured width).
     """
     cells: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
@@ -322,6 +330,7 @@ def summary_rows(records: Iterable[dict[str, Any]], varying: list[str]) -> list[
         row.update(
             n=len(recs),
             censored=sum(1 for r in recs if r.get("censored")),
+            unresolved=sum(1 for r in recs if _unresolved(r)),
             trivial=sum(1 for r in recs if r.get("trivial")),
             median=_median(recs),
             min=min(widths) if widths else None,

@@ -86,6 +86,18 @@ def _trainable_params(form, size, problems, protocol):
                            frozen_shapes=frozen_shapes(problems.frozen))
 
 
+def _refuse_other_search_rule(out_dir, records, strategy: str) -> None:
+    """A run directory holds one search rule: resuming records of another version would mix the two."""
+    from ftcjax._src.search import RULES
+
+    now = RULES[strategy]
+    other = sorted({r.get("search_rule") for r in records if r.get("search_rule") not in (None, now)})
+    if other:
+        raise FTCInputError(f"{out_dir}: its records were searched with {', '.join(other)}, this ftcjax searches "
+                            f"with {now}; resuming would mix the two rules in one run: write to a new --out "
+                            "directory (this one still reports as it is)")
+
+
 def pending_chunks(chunks: Sequence[Chunk], done_ids) -> list[Chunk]:
     """Chunks with at least one instance not yet stored (only those instances are computed)."""
     return [c for c in chunks if any(i not in done_ids for i in c.ids)]
@@ -139,7 +151,9 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, shard_index: int = 0, sha
     mine = shard_chunks(plan, shard_index, shard_count)
     run_dir.clean_temporaries()
     notes = run_dir.quarantine()  # unusable lines out of the way: their instances become pending
-    done = set(run_dir.load(expected_spec_hash=h).records)
+    loaded = run_dir.load(expected_spec_hash=h)
+    _refuse_other_search_rule(out_dir, loaded.records.values(), spec.strategy)
+    done = set(loaded.records)
     todo = pending_chunks(mine, done)
     skipped = len(mine) - len(todo)
     if max_chunks is not None:

@@ -8,7 +8,7 @@ bucket's; only the live ones may move). One iteration at ``theta``:
 2. normal matrix ``A = J^T J (P, P)`` and gradient ``g = J^T r (P,)``; rows and columns of masked
    parameters are replaced by the identity (their Jacobian columns are exactly 0 anyway), so their
    step is exactly 0 and they stay exactly 0;
-3. solve ``(A + mu D) delta = -g`` by Cholesky, evaluate the trial ``theta + delta`` and accept it only
+3. solve ``(A + mu D) delta = -g`` by Cholesky (:func:`cholesky`, in jax ops), evaluate the trial ``theta + delta`` and accept it only
    if the loss drops (gain ratio ``rho > 0``); update ``mu`` (Nielsen: ``D = I``,
    ``mu *= max(1/3, 1 - (2 rho - 1)^3)`` on success, ``mu *= nu, nu *= 2`` on failure; Marquardt:
    ``D = diag(A)`` floored, ``mu /= 10`` or ``mu *= 10``).
@@ -30,6 +30,43 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
+
+
+# Cholesky in jax ops, not LAPACK's: jaxlib 0.10.2's CPU potrf splits a vmapped batch over XLA's
+# intra-op thread pool and blocks a pool thread waiting for its parts; two devices running LM at once
+# on a 2-core machine then hold both pool threads and wait forever (seen as sweeps and the trainer
+# benchmark hanging in BlockUntilReady; gdb: both tf_XLAEigen threads in lapack_dpotrf_ffi ->
+# ParallelBatchMap -> BlockingCounter::Wait). These loops cost 2 P^3 flops against LAPACK's P^3 / 3,
+# small beside forming J^T J (2 K P^2), and run the same on every backend.
+def cholesky(M):
+    """Lower Cholesky factor ``L (P, P)`` of a symmetric positive definite ``M (P, P)`` (Crout order).
+
+    NaN where ``M`` is not positive definite (as LAPACK's through jax), so such a step is rejected.
+    """
+    P = M.shape[0]
+    rows = jnp.arange(P)
+
+    def column(j, L):
+        v = M[:, j] - L @ L[j, :]  # columns >= j of L are still 0
+        return L.at[:, j].set(jnp.where(rows >= j, v / jnp.sqrt(v[j]), 0.0))
+
+    return jax.lax.fori_loop(0, P, column, jnp.zeros_like(M))
+
+
+def cho_solve(L, b):
+    """``x (P,)`` with ``L L^T x = b`` for a lower-triangular ``L (P, P)`` (two substitutions)."""
+    P = b.shape[0]
+
+    def forward(i, y):
+        return y.at[i].set((b[i] - L[i, :] @ y) / L[i, i])
+
+    y = jax.lax.fori_loop(0, P, forward, jnp.zeros_like(b))
+
+    def backward(k, x):
+        i = P - 1 - k
+        return x.at[i].set((y[i] - L[:, i] @ x) / L[i, i])
+
+    return jax.lax.fori_loop(0, P, backward, jnp.zeros_like(b))
 
 
 class LMState(NamedTuple):
@@ -95,8 +132,7 @@ def step(residual_fn, params, state: LMState, *, live, tau, damping: str):
         D = eye
     else:
         D = jnp.diag(jnp.maximum(diag, 1e-12 * jnp.maximum(jnp.max(diag), 1.0)))
-    chol = jax.scipy.linalg.cho_factor(A + mu * D, lower=True)
-    delta = -jax.scipy.linalg.cho_solve(chol, g) * pm
+    delta = -cho_solve(cholesky(A + mu * D), g) * pm
     v_new = v + delta
     r_new = res(v_new)
     loss, loss_new = 0.5 * jnp.sum(r * r), 0.5 * jnp.sum(r_new * r_new)

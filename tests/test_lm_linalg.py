@@ -1,0 +1,47 @@
+"""The LM solve in jax ops: exact against numpy, and no LAPACK call in the LM kernel.
+
+jaxlib 0.10.2's CPU Cholesky (potrf) splits a vmapped batch over XLA's intra-op thread pool and waits
+inside a pool thread; two devices running LM at once on 2 cores deadlocked. ftcjax's own Cholesky
+keeps LAPACK out of the kernel.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ftcjax
+from ftcjax._src import lm
+
+
+@pytest.mark.parametrize("P", [1, 2, 7, 40])
+def test_cholesky_and_solve_match_numpy_in_float64(P):
+    rng = np.random.default_rng(P)
+    B = rng.standard_normal((P, P + 3))
+    M = B @ B.T + 1e-3 * np.eye(P)
+    b = rng.standard_normal(P)
+    with jax.enable_x64(True):
+        L = np.asarray(lm.cholesky(jnp.asarray(M)))
+        x = np.asarray(lm.cho_solve(jnp.asarray(L), jnp.asarray(b)))
+    np.testing.assert_allclose(L, np.linalg.cholesky(M), rtol=1e-10, atol=1e-12)
+    assert np.all(np.triu(L, 1) == 0)
+    np.testing.assert_allclose(x, np.linalg.solve(M, b), rtol=1e-8, atol=1e-10)
+
+
+def test_not_positive_definite_gives_nan_so_the_step_is_rejected():
+    with jax.enable_x64(True):
+        L = lm.cholesky(jnp.asarray([[1.0, 2.0], [2.0, 1.0]]))
+    assert np.isnan(np.asarray(L)[1, 1])
+
+
+def test_lm_kernel_calls_no_lapack():
+    protocol = ftcjax.Protocol(depth=2, optimizer="lm", steps=4, segment=4, restarts=1, unroll=1)
+    probs = ftcjax.make_problems(jax.random.key(0), num=4, K=12, d=2, N=2)
+    texts = []
+
+    def spy(kernel, args):
+        with jax.enable_x64(True):
+            texts.append(kernel.lower(*args).as_text())
+
+    ftcjax.fit_batch(probs, np.array([2, 3, 4, 5]), keys=jax.random.split(jax.random.key(1), 4),
+                     protocol=protocol, on_segment=spy)
+    assert texts and all("lapack" not in t and "potrf" not in t for t in texts)

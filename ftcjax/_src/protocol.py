@@ -284,7 +284,7 @@ def round_lanes_per_step(p: Protocol, *, num_samples: int, in_dim: int, bucket: 
     a round padded to far more lanes than it holds would spend the saving on padding (the default
     sweep, 20 lanes a round: 28 s warm at 4 lanes per step, 55 s at the uncapped 32, 21 s at 8). The
     choice depends on the caller's batch size and the shapes only, never on the devices present, so the
-    bits of a run do not depend on them. ``sized=False`` (a form whose bucket is not a width): 4.
+    bits of a run do not depend on them. ``sized=False`` (a form whose bucket is not a width), LM and an LM polish: 4.
 
     >>> round_lanes_per_step(Protocol(restarts=2), num_samples=24, in_dim=2, bucket=48, lanes_per_round=20)
     8
@@ -292,7 +292,9 @@ def round_lanes_per_step(p: Protocol, *, num_samples: int, in_dim: int, bucket: 
     if p.lanes_per_step:
         return int(p.lanes_per_step)
     lo = AUTO_LANES_RANGE[0]
-    if not sized:
+    if not sized or p.optimizer == "lm" or p.polish_steps:
+        # LM holds a K x P Jacobian (and forward mode P tangents of every activation) per lane: more
+        # lanes in flight spill the cache (benchmarks/trainers.py, W2: 9.5 ms at 4, 16.8 ms at 32)
         return lo
     size = auto_lanes_per_step(num_samples=num_samples, in_dim=in_dim, bucket=bucket, depth=p.depth, dtype=p.dtype)
     per_device = max(1, int(lanes_per_round) // ROUND_DEVICES)

@@ -20,6 +20,9 @@ def _complete_lines(run_dir):
     return n
 
 
+# A killed process and a resume in fresh processes (~50 s on 2 slow cores): the slow CI step runs it, so
+# the default suite keeps its margin under 10 minutes.
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path_factory, tmp_path):
     ref = reference_run(tmp_path_factory.getbasetemp() / "sweep-reference")
     expected = results_without_timing(ref)

@@ -36,8 +36,9 @@ from jax.flatten_util import ravel_pytree
 # intra-op thread pool and blocks a pool thread waiting for its parts; two devices running LM at once
 # on a 2-core machine then hold both pool threads and wait forever (seen as sweeps and the trainer
 # benchmark hanging in BlockUntilReady; gdb: both tf_XLAEigen threads in lapack_dpotrf_ffi ->
-# ParallelBatchMap -> BlockingCounter::Wait). These loops cost 2 P^3 flops against LAPACK's P^3 / 3,
-# small beside forming J^T J (2 K P^2), and run the same on every backend.
+# ParallelBatchMap -> BlockingCounter::Wait); every batched LAPACK kernel of that jaxlib (LU, triangular
+# solve and QR included: objdump of _lapack.so) does the same, so none is used. These loops cost
+# 2 P^3 flops against LAPACK's P^3 / 3, small beside forming J^T J (2 K P^2), and run alike on every backend.
 def cholesky(M):
     """Lower Cholesky factor ``L (P, P)`` of a symmetric positive definite ``M (P, P)`` (Crout order).
 

@@ -194,18 +194,22 @@ def test_lm_stops_at_a_minimum_scipy_cannot_improve(seed):
     np.testing.assert_allclose(np.mean(ref.fun ** 2), ours.mse_end[0], rtol=1e-9)
 
 
-@pytest.mark.parametrize("seed", [0, 2])
-def test_lm_agrees_with_scipy_least_squares_from_the_same_start(seed):
-    """Inputs clustered around (3, 3) (a nearly smooth regime): from the same initialisation both
-    solvers reach the same loss to 1e-9 relative (measured: agreement to 1e-15 on these seeds)."""
-    width, K = 2, 12
+def _smooth_regime_lm(seed, width=2, K=12):
+    """Inputs clustered around (3, 3) (a nearly smooth regime), and ftcjax's LM fit from its init key."""
     rng = np.random.default_rng(seed)
     x = 3.0 + 0.1 * rng.normal(size=(K, 2))
     z = rng.uniform(-1, 1, K)
     with jax.enable_x64(True):
         prob = jax.tree.map(lambda a: a[None], ftcjax.problem_from_arrays(x, z, np.ones(K, bool), f_x=np.zeros(K)))
     key = _keys(1, seed=10 + seed)
-    ours = ftcjax.fit_batch(prob, np.array([width]), keys=key, protocol=LM_REF)
+    return x, z, key, ftcjax.fit_batch(prob, np.array([width]), keys=key, protocol=LM_REF), width
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_lm_agrees_with_scipy_least_squares_from_the_same_start(seed):
+    """Inputs clustered around (3, 3) (a nearly smooth regime): from the same initialisation both
+    solvers reach the same loss to 1e-9 relative (measured: agreement to 1e-15 on these seeds)."""
+    x, z, key, ours, width = _smooth_regime_lm(seed)
     ref = _scipy_lm(_init_vector(key[0], width, 2), x, z, width)
     np.testing.assert_allclose(ours.mse_end[0], np.mean(ref.fun ** 2), rtol=1e-9)
 
@@ -285,14 +289,7 @@ def test_lm_agrees_with_optimistix_from_the_same_start_in_the_smooth_regime(seed
     reach the same loss to 1e-9 relative (measured: 0 and 6e-16 on seeds 0, 1; on seeds 2 and 3 the
     two land in different minima, 5% and 0.08% apart, ours the lower on seed 2)."""
     pytest.importorskip("optimistix")
-    width, K = 2, 12
-    rng = np.random.default_rng(seed)
-    x = 3.0 + 0.1 * rng.normal(size=(K, 2))
-    z = rng.uniform(-1, 1, K)
-    with jax.enable_x64(True):
-        prob = jax.tree.map(lambda a: a[None], ftcjax.problem_from_arrays(x, z, np.ones(K, bool), f_x=np.zeros(K)))
-    key = _keys(1, seed=10 + seed)
-    ours = ftcjax.fit_batch(prob, np.array([width]), keys=key, protocol=LM_REF)
+    x, z, key, ours, width = _smooth_regime_lm(seed)
     ref = _optimistix_lm(_init_vector(key[0], width, 2), x, z)
     np.testing.assert_allclose(ours.mse_end[0], np.mean(ref ** 2), rtol=1e-9)
 

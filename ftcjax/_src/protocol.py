@@ -229,16 +229,18 @@ def validate_protocol(p: Protocol) -> None:
 
 
 def static_config(p: Protocol, *, bucket: int, in_dim: int, num_samples: int, form=None) -> StaticConfig:
-    form = _default_form() if form is None else form
-    # A LoRA bucket counts ranks, not the neurons whose activations fill the cache: keep the fixed 4.
-    sized = type(form).__name__ == "Additive"
+    """The kernel's compile-time configuration; ``lanes_per_step = 0`` resolves as for one lane (4:
+    :func:`fit_batch` resolves it for its batch before calling this)."""
+    from ftcjax._src.forms import Additive  # forms imports this module
+
+    form = Additive() if form is None else form
     return StaticConfig(depth=p.depth, split=p.split, optimizer=p.optimizer, schedule=p.schedule,
                         segment=min(p.segment, p.steps), dtype=p.dtype, lbfgs_memory=p.lbfgs_memory,
                         nesterov=bool(p.nesterov), lm_damping=p.lm_damping,
                         history_every=int(p.history_every), unroll=p.unroll, bucket=int(bucket), in_dim=int(in_dim),
-                        lanes_per_step=int(p.lanes_per_step) or (auto_lanes_per_step(
-                            num_samples=num_samples, in_dim=in_dim, bucket=bucket, depth=p.depth, dtype=p.dtype)
-                            if sized else AUTO_LANES_RANGE[0]),
+                        lanes_per_step=int(p.lanes_per_step) or round_lanes_per_step(
+                            p, num_samples=num_samples, in_dim=in_dim, bucket=bucket, lanes_per_round=1,
+                            sized=isinstance(form, Additive)),
                         num_samples=int(num_samples), form=form)
 
 
@@ -299,9 +301,3 @@ def round_lanes_per_step(p: Protocol, *, num_samples: int, in_dim: int, bucket: 
     size = auto_lanes_per_step(num_samples=num_samples, in_dim=in_dim, bucket=bucket, depth=p.depth, dtype=p.dtype)
     per_device = max(1, int(lanes_per_round) // ROUND_DEVICES)
     return max(lo, min(size, 1 << (per_device.bit_length() - 1)))
-
-
-def _default_form():
-    from ftcjax._src.forms import Additive  # the paper's f + g
-
-    return Additive()

@@ -650,16 +650,8 @@ def _matches(value, wanted) -> bool:
     return any(value == w or (isinstance(w, str) and str(value) == w) for w in wanted)
 
 
-def write_all(run_dir, *, out: Optional[str] = None, records: Optional[Sequence[dict]] = None,
-              groups: Optional[dict] = None, caption: bool = True, formats: Sequence[str] = ("png", "pdf"),
-              size: Optional[tuple] = None, dpi: int = 130) -> list:
-    """Write every figure the records support as ``<out>/<name>.<format>``; returns the paths.
-
-    ``run_dir``: one run directory or several (merged). ``out`` defaults to ``<run_dir>/figures`` (of
-    the first); ``records`` (if given) replaces loading from run_dir. ``groups``: keep only these axis
-    values (:func:`select_records`). ``caption``: the protocol line under each figure. ``formats``:
-    any of :data:`FORMATS`. ``size``: (width, height) in inches for every figure (default each its own).
-    """
+def _figure_inputs(run_dir, records, groups, formats, size) -> tuple:
+    """Checked ``(dirs, records)`` of a figure command: formats and size validated, records loaded and selected."""
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise FTCInputError(f"--format: {', '.join(bad) or 'nothing'} given; choose from {', '.join(FORMATS)}")
@@ -671,7 +663,37 @@ def write_all(run_dir, *, out: Optional[str] = None, records: Optional[Sequence[
         records = _rec.load_records(dirs if len(dirs) > 1 else dirs[0])
     if not records:
         raise FTCInputError(f"run_dir: no finished instances in {' '.join(dirs)!r}")
-    records = select_records(records, groups)
+    return dirs, select_records(records, groups)
+
+
+def _save(fig, out: str, name: str, *, caption: bool, formats, size, dpi) -> list:
+    """Write ``fig`` as ``<out>/<name>.<format>`` for each format (caption removed or not, resized); the paths."""
+    if not caption:
+        for t in [t for t in fig.texts if t.get_gid() == "caption"]:
+            t.remove()
+        fig.get_layout_engine().set(rect=(0, 0, 1, 1))
+    if size is not None:
+        fig.set_size_inches(*size)
+        _fit_caption(fig)
+    os.makedirs(out, exist_ok=True)
+    paths = []
+    for ext in formats:
+        paths.append(os.path.join(out, f"{name}.{ext}"))
+        fig.savefig(paths[-1], dpi=dpi)
+    return paths
+
+
+def write_all(run_dir, *, out: Optional[str] = None, records: Optional[Sequence[dict]] = None,
+              groups: Optional[dict] = None, caption: bool = True, formats: Sequence[str] = ("png", "pdf"),
+              size: Optional[tuple] = None, dpi: int = 130) -> list:
+    """Write every figure the records support as ``<out>/<name>.<format>``; returns the paths.
+
+    ``run_dir``: one run directory or several (merged). ``out`` defaults to ``<run_dir>/figures`` (of
+    the first); ``records`` (if given) replaces loading from run_dir. ``groups``: keep only these axis
+    values (:func:`select_records`). ``caption``: the protocol line under each figure. ``formats``:
+    any of :data:`FORMATS`. ``size``: (width, height) in inches for every figure (default each its own).
+    """
+    dirs, records = _figure_inputs(run_dir, records, groups, formats, size)
     out = out or os.path.join(dirs[0], "figures")
     if any("form" in r["cell"] for r in records):  # a [form] sweep: its own report and figures
         from ftcjax.analysis.forms import write_all as write_forms
@@ -699,17 +721,7 @@ def write_all(run_dir, *, out: Optional[str] = None, records: Optional[Sequence[
         fig = fn(recs, constructions=constructions) if fn is fig_width_vs_N else fn(recs)
         if fig is None:
             continue
-        if not caption:
-            for t in [t for t in fig.texts if t.get_gid() == "caption"]:
-                t.remove()
-            fig.get_layout_engine().set(rect=(0, 0, 1, 1))
-        if size is not None:
-            fig.set_size_inches(*size)
-            _fit_caption(fig)
-        for ext in formats:
-            path = os.path.join(out, f"{name}.{ext}")
-            fig.savefig(path, dpi=dpi)
-            written.append(path)
+        written += _save(fig, out, name, caption=caption, formats=formats, size=size, dpi=dpi)
     return written
 
 
@@ -880,31 +892,7 @@ def write_curves(run_dir, *, out: Optional[str] = None, records: Optional[Sequen
     Arguments as :func:`write_all`; ``instances`` / ``most`` as :func:`fig_curves`. Raises FTCInputError
     when the run stored no histories (with the fix: set ``history_every``) or an instance is unknown.
     """
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise FTCInputError(f"--format: {', '.join(bad) or 'nothing'} given; choose from {', '.join(FORMATS)}")
-    if size is not None and (len(size) != 2 or not all(np.isfinite(v) and 1 <= v <= 50 for v in size)):
-        raise FTCInputError(f"--size: {size!r} must be WIDTH,HEIGHT in inches, each between 1 and 50")
-    dirs = ([] if run_dir is None else [os.fspath(run_dir)] if isinstance(run_dir, (str, os.PathLike))
-            else [os.fspath(d) for d in run_dir])
-    if records is None:
-        records = _rec.load_records(dirs if len(dirs) > 1 else dirs[0])
-    if not records:
-        raise FTCInputError(f"run_dir: no finished instances in {' '.join(dirs)!r}")
-    records = select_records(records, groups)
+    dirs, records = _figure_inputs(run_dir, records, groups, formats, size)
     fig = fig_curves(records, instances=instances, most=most)
-    if not caption:
-        for t in [t for t in fig.texts if t.get_gid() == "caption"]:
-            t.remove()
-        fig.get_layout_engine().set(rect=(0, 0, 1, 1))
-    if size is not None:
-        fig.set_size_inches(*size)
-        _fit_caption(fig)
-    out = out or os.path.join(dirs[0], "figures")
-    os.makedirs(out, exist_ok=True)
-    written = []
-    for ext in formats:
-        path = os.path.join(out, f"{CURVES_NAME}.{ext}")
-        fig.savefig(path, dpi=dpi)
-        written.append(path)
-    return written
+    return _save(fig, out or os.path.join(dirs[0], "figures"), CURVES_NAME, caption=caption, formats=formats,
+                 size=size, dpi=dpi)

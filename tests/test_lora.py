@@ -268,15 +268,20 @@ def test_bad_user_frozen_net_and_negative_rank():
 # --- no regression: the additive form through the contract ------------------------------------------
 
 def test_additive_through_the_form_contract_is_bit_identical_to_the_old_kernel():
-    """``additive_reference.npz`` holds outputs of the kernel before forms existed (see
-    tests/data/make_additive_reference.py). Same jax version and backend: identical bits."""
+    """``additive_reference*.npz`` hold outputs of the kernel before forms existed (see
+    tests/data/make_additive_reference.py). Same jax version, backend and host ISA: identical bits."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("make_ref", REFERENCE.with_name("make_additive_reference.py"))
     make_ref = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_ref)
-    ref = np.load(REFERENCE)
-    same_platform = str(ref["meta/jax"]) == jax.__version__ and str(ref["meta/backend"]) == jax.default_backend()
+    # bits are per jax version, backend and host ISA (XLA:CPU generates code for the host): the
+    # reference made on this ISA if there is one, else the first one (made on the CI machine)
+    own = REFERENCE.with_name(f"additive_reference-{make_ref.host_isa()}.npz")
+    ref = np.load(own if own.exists() else REFERENCE)
+    isa = str(ref["meta/isa"]) if "meta/isa" in ref.files else make_ref.host_isa()  # unrecorded: CI's
+    same_platform = (str(ref["meta/jax"]) == jax.__version__ and str(ref["meta/backend"]) == jax.default_backend()
+                     and isa == make_ref.host_isa())
     for name, case in make_ref.CASES.items():
         res = make_ref.run_case(*case)
         got = {"mse": res.mse, "max_err": res.max_err, "steps": res.steps}

@@ -9,7 +9,15 @@ version came from a966d23 and differed from 11cb91a only in the last bits of the
 per-lane Adam hyperparameters), which is why it was regenerated, from a checkout of 11cb91a.
 
     PYTHONPATH=$PWD python3 tests/data/make_additive_reference.py
+
+XLA:CPU compiles for the host's instruction set, so the bits are per ISA as well as per jax version
+and backend: the file is named after the host ISA (``additive_reference-avx2.npz``) and records it in
+``meta/isa``. ``additive_reference.npz`` (no ISA recorded) came from the CI machine of 2026-11; the
+AVX2 file was made on 2026-12-02 from commit c43a992 on an AVX2-only EPYC, where 11cb91a is no
+longer in the history (c43a992 gave the bits of additive_reference.npz on the CI machine, the last
+CI run before this file).
 """
+import platform
 from pathlib import Path
 
 import jax
@@ -32,6 +40,15 @@ def run_case(depth, optimizer, widths, bucket):
     return ftcjax.fit_batch(probs, np.array(widths), keys=keys, protocol=protocol, bucket=bucket)
 
 
+def host_isa() -> str:
+    """``avx512``, ``avx2`` or the machine name: what XLA:CPU's code generation depends on."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else platform.machine()
+
+
 def main():
     out = {}
     for name, case in CASES.items():
@@ -43,7 +60,8 @@ def main():
             out[f"{name}/param{i}"] = np.asarray(leaf)
     out["meta/jax"] = np.array(jax.__version__)
     out["meta/backend"] = np.array(jax.default_backend())
-    np.savez(Path(__file__).with_name("additive_reference.npz"), **out)
+    out["meta/isa"] = np.array(host_isa())
+    np.savez(Path(__file__).with_name(f"additive_reference-{host_isa()}.npz"), **out)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,7 +79,6 @@ def results_without_timing(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-_REFERENCE: dict[str, Path] = {}
 DEVICES = ("--cpu-devices", "2")
 
 
@@ -87,25 +87,41 @@ def shared_cache(base: Path) -> str:
     return str(Path(base) / "xla-cache")
 
 
+def session_dir() -> Path:
+    """A directory of this test session shared by all its pytest-xdist workers (conftest.py sets it
+    before the workers start, and they inherit the environment)."""
+    return Path(os.environ["FTCJAX_TEST_SESSION_DIR"])
+
+
 def reference_run(base: Path, spec_text: str = TINY_SPEC, *extra: str) -> Path:
-    """An uninterrupted one-process run of ``spec_text`` on 2 CPU devices (memoised for the session).
+    """An uninterrupted one-process run of ``spec_text`` on 2 CPU devices (one per test session).
 
     Every other multi-device configuration (8 devices, 2 processes, shards, a killed and resumed run)
     must reproduce it bit for bit. Two fake devices, not one: the core's one-device program differs
-    from the multi-device one in the last bits (see tests/test_devices.py).
+    from the multi-device one in the last bits (see tests/test_devices.py). The run is computed once
+    per session in :func:`session_dir` (the first worker to ask runs it under a file lock, the others
+    wait and reuse it) and is read-only to its users; ``base`` keeps the caller's compilation cache.
     """
-    extra = (*DEVICES, "--compilation-cache", shared_cache(base), *extra)
-    key = spec_text + "|".join(extra)
-    if key not in _REFERENCE or not (_REFERENCE[key] / "manifest.json").exists():
-        base.mkdir(parents=True, exist_ok=True)
-        spec = base / "reference.toml"
-        spec.write_text(spec_text)
-        out = base / "reference"
-        proc = run_cli("run", str(spec), "--out", str(out), "--no-report", "--progress", "none", *extra)
-        if proc.returncode != 0:
-            raise RuntimeError(f"reference run failed:\n{proc.stdout}\n{proc.stderr}")
-        _REFERENCE[key] = out
-    return _REFERENCE[key]
+    import fcntl
+    import hashlib
+
+    digest = hashlib.sha256("\0".join((spec_text, *DEVICES, *extra)).encode()).hexdigest()[:16]
+    root = session_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    out = root / f"reference-{digest}"
+    with open(root / f"reference-{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = root / f"reference-{digest}.done"
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)  # a run that died half-way is redone
+            spec = root / f"reference-{digest}.toml"
+            spec.write_text(spec_text)
+            proc = run_cli("run", str(spec), "--out", str(out), "--no-report", "--progress", "none",
+                           *DEVICES, "--compilation-cache", shared_cache(base), *extra)
+            if proc.returncode != 0:
+                raise RuntimeError(f"reference run failed:\n{proc.stdout}\n{proc.stderr}")
+            done.touch()
+    return out
 
 
 def raw_lines(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -114,6 +114,7 @@ def test_harness_flops_sizes_and_compile_counter():
         assert mem["rss_delta_bytes"] >= 16_000_000
 
 
+@pytest.mark.slow  # ~45 s; run once in CI, in the benchmark step with torch (.ci/run)
 def test_run_quick_writes_table_and_json(tmp_path, capsys, monkeypatch):
     from benchmarks import run
 

@@ -120,7 +120,8 @@ def test_float32_protocol_trains_in_float32():
             np.testing.assert_allclose(res.max_err[i], np.abs(r).max(), rtol=1e-12)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+# the L-BFGS variant (~20 s) runs in the slow step
+@pytest.mark.parametrize("optimizer", ["adam", pytest.param("lbfgs", marks=pytest.mark.slow)])
 def test_one_dimensional_single_change_reaches_strict_at_a_feasible_width(optimizer):
     # N = 1 spike on 8 collinear points. The 2-layer construction (Thm 4.4) fits it with 3 neurons;
     # gradient training does not find that solution, but at width 16 (feasible, since the
@@ -185,6 +186,7 @@ def test_bad_widths_name_the_argument():
         ftcjax.fit_batch(probs, np.array([2, 3, 4]), keys=keys, protocol=protocol)
 
 
+@pytest.mark.slow  # two lane layouts of one batch (~20 s): the bucket/padding test covers the default suite
 def test_default_lanes_per_step_is_the_round_rule_value_bit_for_bit():
     # lanes_per_step = 0 means round_lanes_per_step of the shapes and the call's lane count: the same
     # program, the same bits as naming that value. K = 24, bucket 8, float64: the size rule allows 64

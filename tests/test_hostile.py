@@ -464,6 +464,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
     return r.returncode == 0
 
 
+@pytest.mark.slow  # fresh-process sweeps on a mounted tmpfs (~40 s); the fault-injecting writer test covers the default suite
 def test_disk_full_on_a_real_small_file_system_then_resume(finished, tmp_path):
     """A 24 KiB tmpfs (6 pages) fills up mid-run: one line, status 3, then the same command on a bigger disk
     (the directory moved) finishes to the uninterrupted results. Needs root to mount; without it the

@@ -110,6 +110,7 @@ def test_first_rank_components_do_not_depend_on_the_bucket():
         assert np.abs(np.asarray(a3)).min() > 0  # the usual LoRA init: A random, B = 0
 
 
+@pytest.mark.slow  # two buckets, two compilations (~20 s)
 def test_fit_does_not_depend_on_the_rank_bucket():
     probs = ftcjax.make_lora_problems(jax.random.key(8), num=3, K=12, d=2, N=2, width=5, depth=3)
     protocol = ftcjax.Protocol(**SMALL)
@@ -267,6 +268,7 @@ def test_bad_user_frozen_net_and_negative_rank():
 
 # --- no regression: the additive form through the contract ------------------------------------------
 
+@pytest.mark.slow  # every stored case recompiled (~25 s): a bit-level regression check, in the slow step
 def test_additive_through_the_form_contract_is_bit_identical_to_the_old_kernel():
     """``additive_reference*.npz`` hold outputs of the kernel before forms existed (see
     tests/data/make_additive_reference.py). Same jax version, backend and host ISA: identical bits."""

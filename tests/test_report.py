@@ -336,6 +336,7 @@ def test_unresolved_instances_are_counted_apart_from_censored_everywhere():
     assert stats.median_width(w4) == cell4.median == summary_rows(recs[4:10], ["N"])[0]["median"]
 
 
+@pytest.mark.slow  # every group of every committed sweep (~30 s): beside test_committed_results.py
 def test_one_median_on_every_committed_sweep():
     # status/run summary (summary_rows), report cells and the width-vs-N figure agree on every cell
     import gzip

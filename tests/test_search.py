@@ -194,6 +194,7 @@ def test_adaptive_v2_spends_its_budget_on_a_wide_transition_where_v1_stopped_ear
     assert cost2 < 1.5 * cost1 < 192  # modest: far below the grid's 48 x 4
 
 
+@pytest.mark.slow  # a statistical comparison of two search rules over many probes (~15 s)
 def test_adaptive_typical_width_does_not_drift_with_restarts_while_bisection_does():
     # The case: logistic p(w) with 50% at width 20; bisection 20.5/17.7/15.2/13.0 at 1/2/4/8.
     widths, n = list(range(1, 49)), 80

@@ -214,6 +214,7 @@ def test_lm_agrees_with_scipy_least_squares_from_the_same_start(seed):
     np.testing.assert_allclose(ours.mse_end[0], np.mean(ref.fun ** 2), rtol=1e-9)
 
 
+@pytest.mark.slow  # a scientific check of the LM solver (~17 s); its agreement with scipy stays in the default suite
 def test_lm_reaches_machine_precision_when_overparameterised():
     # d = 10 (the paper's), K = 16 samples, width 16 (P = 193); measured: all 6 at <= 2.3e-16 in 100
     # iterations. (At d = 2 Gauss-Newton steps often kill ReLU units and LM stalls at a positive loss:
@@ -294,6 +295,7 @@ def test_lm_agrees_with_optimistix_from_the_same_start_in_the_smooth_regime(seed
     np.testing.assert_allclose(ours.mse_end[0], np.mean(ref ** 2), rtol=1e-9)
 
 
+@pytest.mark.slow  # depth-3 LM kernels (~17 s); masked LM lanes are checked at depth 2 in the default suite
 def test_lm_depth3_masked_and_batched_equals_alone():
     protocol = ftcjax.Protocol(depth=3, optimizer="lm", steps=20, criterion="strict", tol=1e-9, **FAST)
     probs = _problems(num=3)

@@ -12,14 +12,21 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 # Hermetic tests: CLI runs in subprocesses use a compilation cache private to this test session
 # (shared by its runs, so the same programs compile once) instead of the user's ~/.cache/ftcjax.
-if "FTCJAX_COMPILATION_CACHE" not in os.environ:
-    import tempfile as _tempfile
+# One more directory holds what the session computes once (tests/sweep_helpers.py's reference
+# runs). pytest-xdist's workers inherit both from the controller, so they share them; the process
+# that made them removes them when the session ends.
+_MADE_HERE = []
+for _var, _prefix in (("FTCJAX_COMPILATION_CACHE", "ftcjax-test-cache-"),
+                      ("FTCJAX_TEST_SESSION_DIR", "ftcjax-test-session-")):
+    if _var not in os.environ:
+        import tempfile as _tempfile
 
-    os.environ["FTCJAX_COMPILATION_CACHE"] = _tempfile.mkdtemp(prefix="ftcjax-test-cache-")
+        os.environ[_var] = _tempfile.mkdtemp(prefix=_prefix)
+        _MADE_HERE.append(os.environ[_var])
 
-# One directory per test session for what the session computes once (tests/sweep_helpers.py's
-# reference runs); pytest-xdist's workers inherit it from the controller, so they share it.
-if "FTCJAX_TEST_SESSION_DIR" not in os.environ:
-    import tempfile as _tempfile
 
-    os.environ["FTCJAX_TEST_SESSION_DIR"] = _tempfile.mkdtemp(prefix="ftcjax-test-session-")
+def pytest_unconfigure(config):
+    import shutil
+
+    for path in _MADE_HERE:
+        shutil.rmtree(path, ignore_errors=True)

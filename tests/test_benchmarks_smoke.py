@@ -153,3 +153,19 @@ def test_trainer_benchmark_quick_run_prints_its_tables(capsys):
     trainers.main(["--quick", "--reps", "1"])
     out = capsys.readouterr().out
     assert "| W1 |" in out and "| W2 |" in out and "speed-up" in out
+
+
+@pytest.mark.slow  # compiles four W1-like kernels (~45 s on 2 cores): the ladder must not rot
+def test_segment_profile_ladder_runs_and_accounts_for_the_whole_product(tmp_path):
+    from benchmarks import segment_profile
+
+    out = tmp_path / "profile.json"
+    result = segment_profile.main(["--quick", "--rounds", "1", "--out", str(out)])
+    assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(result["rows"]))
+    rows = result["rows"]
+    assert [r["rung"].split()[0] for r in rows] == ["matmuls", "+", "+", "+"] and len(rows) == 4
+    assert all(np.isfinite(r["ms_per_training"]) and r["ms_per_training"] > 0 for r in rows)
+    # the rungs' increments add up to the product (the last rung) exactly: no time is unaccounted
+    np.testing.assert_allclose(sum(r["added_ms"] for r in rows), rows[-1]["ms_per_training"], rtol=1e-12)
+    np.testing.assert_allclose(sum(r["share_of_product"] for r in rows), 1.0, rtol=1e-12)
+    assert all(0 < r["fraction_of_peak"] < 2 for r in rows)  # a FLOP count or a peak off by 10x shows here

@@ -12,6 +12,7 @@ expanded into ReLUs: sigma(p) = sum_r gamma_r relu(kappa_r p + rho_r).
 """
 from __future__ import annotations
 
+import bisect
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -91,8 +92,11 @@ def expand_layer2(F: np.ndarray, f0: np.ndarray, pre: list, terms) -> tuple:
         P[:] = [sum((w[j] * f for j, f in col), _ZERO) for col in nz]
         p0 = sum((w[j] * f for j, f in f0_nz), _ZERO) + w0
         for k, r, g in terms:
-            rows.append(k * P)
-            cs.append(k * p0 + r)
+            # kappa is +-1 for every activation here; a Fraction product of P's long entries
+            # would still pay a gcd each (U1 at K = 20000: 80k of them, 3.5 s)
+            kP = P.copy() if k == 1 else (-P if k == -1 else k * P)
+            rows.append(kP)
+            cs.append((p0 if k == 1 else -p0 if k == -1 else k * p0) + r)
             us.append(g)
     d1 = F.shape[1]
     V = np.empty((len(rows), d1), dtype=object)
@@ -134,6 +138,21 @@ def cut_between(ts_sorted: list, lo: int, hi: int) -> Fraction:
         if best is None or gap > best:
             best, arg = gap, i
     return (ts_sorted[arg] + ts_sorted[arg + 1]) / 2
+
+
+def nearest_gap(vals_sorted: list, v: Fraction, skip: int | None = None) -> Fraction | None:
+    """min |vals_sorted[i] - v| over i != skip (None when no other value is left).
+
+    ``vals_sorted`` is increasing, so the nearest values are the neighbours of v's insertion point:
+    O(log n) instead of a pass over the group (U1 at K = 20000: q x K = 2.8M Fraction subtractions).
+    """
+    n = len(vals_sorted)
+    if skip is not None:     # the representative itself sits at position skip
+        cands = [k for k in (skip - 1, skip + 1) if 0 <= k < n]
+    else:
+        k = bisect.bisect_left(vals_sorted, v)
+        cands = [c for c in (k - 1, k) if 0 <= c < n]
+    return min((abs(vals_sorted[k] - v) for k in cands), default=None)
 
 
 def alternating_fit(b: list, zs: list, signs: list) -> tuple[list, Fraction, list, Fraction]:

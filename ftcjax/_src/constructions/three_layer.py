@@ -357,6 +357,9 @@ def _all_sample_groups(S: _Sorted):
     signs = _signs(g)
     alpha_val = [B.hardtanh_value(S.ts[i], *AB[reg[i]], signs[reg[i]]) for i in range(K)]
     oriented = [ch if signs[j] == 1 else ch[::-1] for j, ch in enumerate(chunks)]
+    # _fit_unit finds nearest values by bisection, which needs every group strictly increasing
+    if any(alpha_val[a] >= alpha_val[b] for mem in oriented for a, b in zip(mem, mem[1:])):
+        raise AssertionError("hard-tanh values not increasing in orientation order")
     return oriented, q, AB, signs, alpha_val
 
 
@@ -375,9 +378,9 @@ def _fit_unit(oriented, r, target, virtual, signs, alpha_val, margin):
     mu, mu0, nu, nu0 = B.alternating_fit(b, zz, signs)
     lam = _ZERO
     for j, mem in enumerate(oriented):
-        gaps = [abs(alpha_val[i] - b[j]) for i in mem if i != rep[j]]
-        if gaps:
-            lam = max(lam, (margin / min(gaps) - mu[j]) / nu[j])
+        gap = B.nearest_gap([alpha_val[i] for i in mem], b[j], skip=r if rep[j] is not None else None)
+        if gap is not None:
+            lam = max(lam, (margin / gap - mu[j]) / nu[j])
     w = [mu[j] + lam * nu[j] for j in range(len(oriented))]
     return B.obj(w), mu0 + lam * nu0, lam
 

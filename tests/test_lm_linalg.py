@@ -45,3 +45,39 @@ def test_lm_kernel_calls_no_lapack():
     ftcjax.fit_batch(probs, np.array([2, 3, 4, 5]), keys=jax.random.split(jax.random.key(1), 4),
                      protocol=protocol, on_segment=spy)
     assert texts and all("lapack" not in t and "potrf" not in t for t in texts)
+
+
+def _mlp_residual(K, d, m, seed):
+    """A 3-layer ReLU residual r(theta) (K,) of a flat parameter vector, and a point theta."""
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((K, d)))
+    z = jnp.asarray(rng.standard_normal(K))
+    shapes = [(m, d), (m,), (m, m), (m,), (1, m), (1,)]
+    sizes = [int(np.prod(s)) for s in shapes]
+
+    def res(theta):
+        parts, i = [], 0
+        for s, n in zip(shapes, sizes):
+            parts.append(theta[i:i + n].reshape(s))
+            i += n
+        W1, b1, W2, b2, W3, b3 = parts
+        h = jax.nn.relu(x @ W1.T + b1[None, :])
+        h = jax.nn.relu(h @ W2.T + b2[None, :])
+        return (h @ W3.T)[:, 0] + b3[0] - z
+
+    return res, jnp.asarray(rng.standard_normal(sum(sizes)))
+
+
+@pytest.mark.parametrize("block", [1, 3, 16, 10_000])
+def test_blocked_jacobians_are_jax_jacobians_bit_for_bit(block):
+    # the block size is a speed and memory knob only: every column (row) is the same JVP (VJP),
+    # so LM's steps, and every committed LM result, do not depend on it; 3 does not divide P or K
+    with jax.enable_x64(True):
+        res, theta = _mlp_residual(K=37, d=3, m=5, seed=block)     # P = 56 > K = 37
+        want = np.asarray(jax.jacrev(res)(theta))
+        assert np.array_equal(np.asarray(jax.jit(lambda t: lm.jacobian_rev(res, t, rows=block))(theta)), want)
+        res, theta = _mlp_residual(K=200, d=3, m=5, seed=block)    # P = 56 < K = 200
+        want = np.asarray(jax.jacfwd(res)(theta))
+        got = np.asarray(jax.jit(lambda t: lm.jacobian_fwd(res, t, columns=block))(theta))
+        assert got.shape == want.shape == (200, 56)
+        assert np.array_equal(got, want)

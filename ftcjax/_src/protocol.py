@@ -295,8 +295,10 @@ def round_lanes_per_step(p: Protocol, *, num_samples: int, in_dim: int, bucket: 
         return int(p.lanes_per_step)
     lo = AUTO_LANES_RANGE[0]
     if not sized or p.optimizer == "lm" or p.polish_steps:
-        # LM holds a K x P Jacobian (and forward mode P tangents of every activation) per lane: more
-        # lanes in flight spill the cache (benchmarks/trainers.py, W2: 9.5 ms at 4, 16.8 ms at 32)
+        # LM holds a K x P Jacobian per lane: more lanes in flight spill the cache
+        # (benchmarks/trainers.py, W2 with the whole-Jacobian jacrev of 2026-12-02: 9.5 ms at 4,
+        # 16.8 ms at 32; not re-measured with the blocked Jacobians, and the lane grouping is
+        # part of the bits, so it stays 4)
         return lo
     size = auto_lanes_per_step(num_samples=num_samples, in_dim=in_dim, bucket=bucket, depth=p.depth, dtype=p.dtype)
     per_device = max(1, int(lanes_per_round) // ROUND_DEVICES)

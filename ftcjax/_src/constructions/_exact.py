@@ -251,6 +251,10 @@ def _exact_pass(layers, x) -> tuple[list, _IntColumns]:
 def forward_exact(layers, x) -> np.ndarray:
     """Exact forward pass in rationals.
 
+    A 3-layer network whose first layer has rank one (every 3-layer construction: g = phi(a . x))
+    is evaluated by a sweep along its line (``_line_pass``, O(d1 d2 + K) rational operations); any
+    other network layer by layer on integer columns (``_exact_pass``, K x in x out products).
+
     Args:
       layers: exact layers ``((W (out, in), b (out,)), ...)`` (object arrays of Fractions; float or
         int arrays are converted exactly).
@@ -465,7 +469,8 @@ def float_error_bound(exact_layers, x) -> np.ndarray:
     b_hat = fl(b) (|W_hat - W| <= u |W|), the computed output fl(W_hat h_hat + b_hat) is within
     gamma_{n+1} (|W_hat| |h_hat| + |b_hat|) of W_hat h_hat + b_hat (any summation order, FMA
     included), and W_hat h_hat + b_hat is within u (|W| |h_hat| + |b|) + |W| e of the exact W h + b;
-    ReLU is 1-Lipschitz. |W| <= |W_hat| / (1 - u). No exact activations are needed, so the bound
+    ReLU is 1-Lipschitz. |W| <= |W_hat| / (1 - u). The model assumes no underflow (a product
+    below 2^-1022 would need an extra absolute term per operation). No exact activations are needed, so the bound
     costs one float pass whatever the construction. It scales with the weight magnitudes times the
     activation magnitudes, which is what makes the 3-layer constructions fragile in float64. The
     bound's own float arithmetic is covered by a relative safety factor per layer.

@@ -167,7 +167,14 @@ def step(residual_fn, params, state: LMState, *, live, tau, damping: str):
 
     r = res(v)
     P, K = v.shape[0], r.shape[0]
-    J = jacobian_fwd(res, v) if P <= K else jacobian_rev(res, v)  # (K, P)
+    # The blocks are a CPU cache measure (measured there); on an accelerator, where memory is ample
+    # and a loop of P small kernels would serialise the device, all columns (rows) go at once, as
+    # jax.jacfwd / jacrev do. Either way the Jacobian is the same, bit for bit.
+    cpu = jax.default_backend() == "cpu"
+    if P <= K:
+        J = jacobian_fwd(res, v, JACOBIAN_COLUMNS if cpu else P)  # (K, P)
+    else:
+        J = jacobian_rev(res, v, JACOBIAN_ROWS if cpu else K)
     J = J * pm[None, :]
     A = J.T @ J
     g = J.T @ r

@@ -207,3 +207,56 @@ def test_default_lanes_per_step_is_the_round_rule_value_bit_for_bit():
             np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
     with pytest.raises(ftcjax.FTCInputError, match="lanes_per_step"):
         ftcjax.Protocol(lanes_per_step=-1)
+
+
+_TWO_DEVICE_CHILD = r"""
+import collections, json, sys
+import jax, numpy as np
+import ftcjax
+compiles = collections.Counter()
+def on_duration(event, duration, **kw):
+    if event == "/jax/core/compile/backend_compile_duration":
+        compiles[kw.get("fun_name", "?")] += 1
+jax.monitoring.register_event_duration_secs_listener(on_duration)
+probs = ftcjax.make_problems(jax.random.key(0), num=6, K=40, d=3, N=5)
+keys = jax.random.split(jax.random.key(1), 6)
+widths = np.array([3, 5, 8, 8, 2, 6])
+out = {}
+for name, kw in (("adam32_recheck", dict(optimizer="adam", dtype="float32", steps=120, segment=40)),
+                 ("adam32_polish", dict(optimizer="adam", dtype="float32", steps=120, segment=40, polish_steps=20)),
+                 ("lm", dict(optimizer="lm", dtype="float64", steps=12, segment=6))):
+    p = ftcjax.Protocol(depth=2, restarts=1, **kw)
+    for n in (1, 2):
+        before = dict(compiles)
+        r = ftcjax.fit_batch(probs, widths, keys=keys, protocol=p, devices=jax.devices()[:n])
+        new = {k: v - before.get(k, 0) for k, v in compiles.items() if v - before.get(k, 0)}
+        leaves = [np.asarray(a).tolist() for a in jax.tree.leaves(r._asdict())]
+        out[f"{name}/{n}"] = dict(leaves=leaves, compiles=new)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_two_devices_give_one_device_bits_and_compile_the_phase_kernels_once(tmp_path):
+    # Every phase (float32 run with its float64 recheck, a float64 polish, LM) on 2 devices gives
+    # the bits of 1 device. The once-per-phase kernels (init, evaluate, resume) run on the first
+    # device for every device's lanes, so a second device compiles only its segment kernels.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_COMPILATION_CACHE_DIR="", JAX_ENABLE_COMPILATION_CACHE="false")
+    proc = subprocess.run([sys.executable, "-c", _TWO_DEVICE_CHILD], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+    for name in ("adam32_recheck", "adam32_polish", "lm"):
+        one, two = out[f"{name}/1"], out[f"{name}/2"]
+        assert one["leaves"] == two["leaves"], name
+        # half the lanes per device is a new shape, so the 2-device run compiles anew: its phase
+        # kernels once each (as the 1-device run did), its segment kernels once per device
+        c1, c2 = one["compiles"], two["compiles"]
+        for kernel in ("jit(_init_kernel)", "jit(_evaluate_kernel)", "jit(_resume_kernel)"):
+            assert c2.get(kernel, 0) == c1.get(kernel, 0), (name, kernel, c1, c2)
+        assert c2["jit(_segment_kernel)"] == 2 * c1["jit(_segment_kernel)"], (name, c1, c2)

@@ -11,6 +11,8 @@ Why one single-device program per device (dispatched from a small thread pool, p
 SPMD-partitioned module differently from a single-device one, which changed the last bits of the
 losses between 1 and 2 devices (measured: about 1e-15 relative). Lanes do not communicate, so nothing
 is lost, and the speed is the same (W1 on 2 CPU devices: 11.2 ms against 10.8 ms per training).
+Only the training segments run on every device; the once-per-phase kernels (init, evaluate, resume)
+run on the first device for all of them, so they compile once, not once per device.
 
 Training runs ``lax.scan`` segments of fixed length. A lane that meets the decision criterion freezes
 (``where``, not control flow, so vmap stays cheap) unless ``stop_on_success`` is off; between segments
@@ -435,27 +437,39 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
         # metrics stay what they last were.
         return state, np.concatenate([h, np.repeat(h[:, -1:], budget - h.shape[1], axis=1)], axis=1)
 
+    # The once-per-phase kernels (init, evaluate, resume) run on the first device for every
+    # device's lanes: they are cheap to run and costly to compile, and jit compiles a separate copy
+    # per device (jax 0.10.2 keys its compilation cache on the device assignment except on GPU), so
+    # on 2 devices each was compiled twice. One program on one device kind gives the same bits
+    # whichever device runs it (tests/test_devices.py); only the segment kernel, the real work,
+    # runs on every device.
+    home = devices[0]
+
     def run_on(k):
         take = lambda tree: jax.tree.map(lambda a: a[k * local:(k + 1) * local], tree)  # noqa: E731
+        here = lambda tree: jax.device_put(tree, devices[k])  # noqa: E731
+        at_home = lambda tree: jax.device_put(tree, home)  # noqa: E731
         with contexts(protocol.dtype):
-            mine = jax.device_put(take(lanes), devices[k])
-            state, hist = run_phase(cfg, _init_kernel(cfg, mine), mine, protocol.steps)
-            out = dict(first=jax.device_get(_evaluate_kernel(cfg, state, mine)), hist=[hist],
+            mine_home = at_home(take(lanes))
+            mine = here(mine_home)
+            state, hist = run_phase(cfg, here(_init_kernel(cfg, mine_home)), mine, protocol.steps)
+            out = dict(first=jax.device_get(_evaluate_kernel(cfg, at_home(state), mine_home)), hist=[hist],
                        params=jax.device_get(state.params))
             if not recheck:
                 return out
         with contexts("float64"):
-            mine = jax.device_put(take(lanes64), devices[k])
+            mine_home = at_home(take(lanes64))
             state = jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
-                                 state)
-            check_ev = _evaluate_kernel(cfg64, state, mine)
+                                 at_home(state))
+            check_ev = _evaluate_kernel(cfg64, state, mine_home)
             out["check"] = jax.device_get(check_ev)
             if polish is None:
                 return out  # the trained (float32) parameters, judged in float64
-            done = check_ev["passed_end"][:, crit] & mine.stop_on_success
-            state = _resume_kernel(cfg64, state.params, mine, done)
+            done = check_ev["passed_end"][:, crit] & mine_home.stop_on_success
+            mine = here(mine_home)
+            state = here(_resume_kernel(cfg64, state.params, mine_home, done))
             state, hist = run_phase(cfg64, state, mine, polish.steps)
-            out["polish"] = jax.device_get(_evaluate_kernel(cfg64, state, mine))
+            out["polish"] = jax.device_get(_evaluate_kernel(cfg64, at_home(state), mine_home))
             out["hist"].append(hist)
             return out | dict(params=jax.device_get(state.params))
 

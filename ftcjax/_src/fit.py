@@ -37,6 +37,7 @@ import concurrent.futures
 import contextlib
 import functools
 import math
+import threading
 from typing import NamedTuple
 
 import jax
@@ -444,6 +445,14 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
     # whichever device runs it (tests/test_devices.py); only the segment kernel, the real work,
     # runs on every device.
     home = devices[0]
+    home_lock = threading.Lock()
+
+    def on_home(kernel, *args):
+        # One thread at a time dispatches a phase kernel, so a missing one is compiled once and the
+        # other threads find it in jit's cache (two threads missing together would both compile).
+        # Dispatch is asynchronous: the lock is held for the compile, not for the run.
+        with home_lock:
+            return kernel(*args)
 
     def run_on(k):
         take = lambda tree: jax.tree.map(lambda a: a[k * local:(k + 1) * local], tree)  # noqa: E731
@@ -452,8 +461,8 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
         with contexts(protocol.dtype):
             mine_home = at_home(take(lanes))
             mine = here(mine_home)
-            state, hist = run_phase(cfg, here(_init_kernel(cfg, mine_home)), mine, protocol.steps)
-            out = dict(first=jax.device_get(_evaluate_kernel(cfg, at_home(state), mine_home)), hist=[hist],
+            state, hist = run_phase(cfg, here(on_home(_init_kernel, cfg, mine_home)), mine, protocol.steps)
+            out = dict(first=jax.device_get(on_home(_evaluate_kernel, cfg, at_home(state), mine_home)), hist=[hist],
                        params=jax.device_get(state.params))
             if not recheck:
                 return out
@@ -461,15 +470,15 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
             mine_home = at_home(take(lanes64))
             state = jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
                                  at_home(state))
-            check_ev = _evaluate_kernel(cfg64, state, mine_home)
+            check_ev = on_home(_evaluate_kernel, cfg64, state, mine_home)
             out["check"] = jax.device_get(check_ev)
             if polish is None:
                 return out  # the trained (float32) parameters, judged in float64
             done = check_ev["passed_end"][:, crit] & mine_home.stop_on_success
             mine = here(mine_home)
-            state = here(_resume_kernel(cfg64, state.params, mine_home, done))
+            state = here(on_home(_resume_kernel, cfg64, state.params, mine_home, done))
             state, hist = run_phase(cfg64, state, mine, polish.steps)
-            out["polish"] = jax.device_get(_evaluate_kernel(cfg64, at_home(state), mine_home))
+            out["polish"] = jax.device_get(on_home(_evaluate_kernel, cfg64, at_home(state), mine_home))
             out["hist"].append(hist)
             return out | dict(params=jax.device_get(state.params))
 

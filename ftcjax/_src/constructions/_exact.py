@@ -154,6 +154,26 @@ def _merge_terms(terms: list, K: int) -> tuple:
     return col, D
 
 
+def _rows_up_to_sign(rows: list) -> tuple[list, list]:
+    """Distinct rows up to sign: (unique rows, (unique index, sign) per row), where
+    ``rows[i] == sign * unique[index]`` and each unique row's leading nonzero is positive; a
+    ``None`` row (one that is not needed) maps to ``None``."""
+    uniq: dict = {}
+    unique, row_of = [], []
+    for row in rows:
+        if row is None:
+            row_of.append(None)
+            continue
+        lead = next((v for v in row if v != 0), _ZERO)
+        sign = -1 if lead < 0 else 1
+        key = tuple(-v for v in row) if sign < 0 else row
+        if key not in uniq:
+            uniq[key] = len(unique)
+            unique.append(key)
+        row_of.append((uniq[key], sign))
+    return unique, row_of
+
+
 def _int_layer(h: _IntColumns, W: np.ndarray, b: np.ndarray, relu: bool) -> _IntColumns:
     """One exact layer on integer columns.
 
@@ -171,17 +191,7 @@ def _int_layer(h: _IntColumns, W: np.ndarray, b: np.ndarray, relu: bool) -> _Int
     b = _as_fraction_array(b)
     n_out, n_in = W.shape
     K = h.num.shape[0]
-    uniq: dict = {}              # sign-normalised coefficient row -> index into `rows`
-    rows, row_of = [], []        # unique coefficient rows; (unique index, sign) per output
-    for i in range(n_out):
-        coef = tuple(W[i, j] / h.den[j] for j in range(n_in))
-        lead = next((c for c in coef if c != 0), _ZERO)
-        sign = -1 if lead < 0 else 1
-        key = tuple(-c for c in coef) if sign < 0 else coef
-        if key not in uniq:
-            uniq[key] = len(rows)
-            rows.append(key)
-        row_of.append((uniq[key], sign))
+    rows, row_of = _rows_up_to_sign([tuple(W[i, j] / h.den[j] for j in range(n_in)) for i in range(n_out)])
 
     sums: list = [None] * len(rows)      # (num (K,), den) of each unique row's dot product
     flat = []
@@ -334,19 +344,12 @@ def _line_pass(layers, x) -> np.ndarray | None:
             moving.append(i)
     u = [W3[0, k] for k in range(d2)]
     # distinct second-layer rows up to sign (over the moving neurons), among neurons that are read
-    uniq, rows, row_of, ref = {}, [], [None] * d2, []
-    for k in range(d2):
-        if u[k] == 0:
-            continue
-        row = tuple(W2[k, i] for i in moving)
-        lead = next((v for v in row if v != 0), _ZERO)
-        sign = -1 if lead < 0 else 1
-        key = tuple(-v for v in row) if sign < 0 else row
-        if key not in uniq:
-            uniq[key] = len(rows)
-            rows.append(key)
-            ref.append(sign * c2[k])     # the row's reference bias: this neuron's offset is 0
-        row_of[k] = (uniq[key], sign)
+    rows, row_of = _rows_up_to_sign([tuple(W2[k, i] for i in moving) if u[k] != 0 else None
+                                     for k in range(d2)])
+    ref = [None] * len(rows)             # a row's reference bias: its first neuron's offset is 0
+    for k, rk in enumerate(row_of):
+        if rk is not None and ref[rk[0]] is None:
+            ref[rk[0]] = rk[1] * c2[k]
     delta = [None if row_of[k] is None else c2[k] - row_of[k][1] * ref[row_of[k][0]]
              for k in range(d2)]
     # affine form A_r t + B_r of each row's dot product plus its reference bias

@@ -217,7 +217,11 @@ compiles = collections.Counter()
 def on_duration(event, duration, **kw):
     if event == "/jax/core/compile/backend_compile_duration":
         compiles[kw.get("fun_name", "?")] += 1
+def on_event(event, **kw):
+    if event == "/ftcjax/executables/loaded":
+        compiles["loaded"] += 1
 jax.monitoring.register_event_duration_secs_listener(on_duration)
+jax.monitoring.register_event_listener(on_event)
 probs = ftcjax.make_problems(jax.random.key(0), num=6, K=40, d=3, N=5)
 keys = jax.random.split(jax.random.key(1), 6)
 widths = np.array([3, 5, 8, 8, 2, 6])
@@ -231,15 +235,16 @@ for name, kw in (("adam32_recheck", dict(optimizer="adam", dtype="float32", step
         r = ftcjax.fit_batch(probs, widths, keys=keys, protocol=p, devices=jax.devices()[:n])
         new = {k: v - before.get(k, 0) for k, v in compiles.items() if v - before.get(k, 0)}
         leaves = [np.asarray(a).tolist() for a in jax.tree.leaves(r._asdict())]
-        out[f"{name}/{n}"] = dict(leaves=leaves, compiles=new)
+        out[f"{name}/{n}"] = dict(leaves=leaves, loaded=new.pop("loaded", 0), compiles=new)
 print("RESULT " + json.dumps(out))
 """
 
 
-def test_two_devices_give_one_device_bits_and_compile_the_phase_kernels_once(tmp_path):
+def test_two_devices_give_one_device_bits_and_compile_every_kernel_once(tmp_path):
     # Every phase (float32 run with its float64 recheck, a float64 polish, LM) on 2 devices gives
     # the bits of 1 device. The once-per-phase kernels (init, evaluate, resume) run on the first
-    # device for every device's lanes, so a second device compiles only its segment kernels.
+    # device for every device's lanes, and the second device loads the segment kernel the first
+    # compiled, so 2 devices compile what 1 does.
     import json
     import os
     import subprocess
@@ -254,9 +259,11 @@ def test_two_devices_give_one_device_bits_and_compile_the_phase_kernels_once(tmp
     for name in ("adam32_recheck", "adam32_polish", "lm"):
         one, two = out[f"{name}/1"], out[f"{name}/2"]
         assert one["leaves"] == two["leaves"], name
-        # half the lanes per device is a new shape, so the 2-device run compiles anew: its phase
-        # kernels once each (as the 1-device run did), its segment kernels once per device
+        # half the lanes per device is a new shape, so the 2-device run compiles anew, but every
+        # kernel only once, as the 1-device run did: the phase kernels run on the first device, the
+        # segment kernel compiled on one device is loaded onto the other (executables.py)
         c1, c2 = one["compiles"], two["compiles"]
-        for kernel in ("jit(_init_kernel)", "jit(_evaluate_kernel)", "jit(_resume_kernel)"):
+        for kernel in ("jit(_init_kernel)", "jit(_evaluate_kernel)", "jit(_resume_kernel)",
+                       "jit(_segment_kernel)"):
             assert c2.get(kernel, 0) == c1.get(kernel, 0), (name, kernel, c1, c2)
-        assert c2["jit(_segment_kernel)"] == 2 * c1["jit(_segment_kernel)"], (name, c1, c2)
+        assert c1["jit(_segment_kernel)"] >= 1 and two["loaded"] >= c1["jit(_segment_kernel)"], (name, one, two)

@@ -12,7 +12,10 @@ SPMD-partitioned module differently from a single-device one, which changed the 
 losses between 1 and 2 devices (measured: about 1e-15 relative). Lanes do not communicate, so nothing
 is lost, and the speed is the same (W1 on 2 CPU devices: 11.2 ms against 10.8 ms per training).
 Only the training segments run on every device; the once-per-phase kernels (init, evaluate, resume)
-run on the first device for all of them, so they compile once, not once per device.
+run on the first device for all of them, so they compile once, not once per device. The segment
+kernel is compiled on the first device that needs it and loaded onto the others
+(:mod:`ftcjax._src.executables`; CPU), so it too compiles once per shape, and a later process loads
+it from the store beside the persistent compilation cache instead of compiling it again.
 
 Training runs ``lax.scan`` segments of fixed length. A lane that meets the decision criterion freezes
 (``where``, not control flow, so vmap stays cheap) unless ``stop_on_success`` is off; between segments
@@ -45,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ftcjax._src import criteria, forms, lm, networks, schedules
+from ftcjax._src import criteria, executables, forms, lm, networks, schedules
 from ftcjax._src.errors import FTCInputError
 from ftcjax._src.problems import Problem
 from ftcjax._src.protocol import Protocol, StaticConfig, round_lanes_per_step, static_config
@@ -295,6 +298,11 @@ def _segment_kernel(cfg, state, lanes, offset):
     return _chunked(cfg, lambda st, lane, off: _segment_lane(cfg, st, lane, off), (state, lanes), offset)
 
 
+# The segment kernel is compiled once per shape and loaded onto every other device (executables.py):
+# jit alone would compile one copy per device, one after another.
+_segment_per_device = executables.PerDevice(_segment_kernel, num_static=1)
+
+
 @functools.partial(jax.jit, static_argnums=(0,))
 def _evaluate_kernel(cfg, state, lanes):
     return _chunked(cfg, lambda st, lane: _evaluate_lane(cfg, st, lane), (state, lanes))
@@ -419,14 +427,14 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
             lanes64 = _build_lanes(problems, jnp.asarray(widths), keys, _hyper(check), "float64", Bp,
                                    form.target(problems), form.frozen_of(problems))
 
-    def run_phase(c, state, mine, budget):
+    def run_phase(c, state, mine, budget, device):
         hist = []
         n_seg = int(math.ceil(budget / c.segment))
         for s in range(n_seg):
             args = (c, state, mine, jnp.int32(s * c.segment))
             if on_segment is not None:
                 on_segment(_segment_kernel, args)
-            state, ys = _segment_kernel(*args)
+            state, ys = _segment_per_device(*args, device=device)
             if ys is not None:
                 hist.append(ys)
             if s + 1 < n_seg and bool(jnp.all(~mine.live | state.diverged | (state.done & mine.stop_on_success))):
@@ -461,7 +469,8 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
         with contexts(protocol.dtype):
             mine_home = at_home(take(lanes))
             mine = here(mine_home)
-            state, hist = run_phase(cfg, here(on_home(_init_kernel, cfg, mine_home)), mine, protocol.steps)
+            state, hist = run_phase(cfg, here(on_home(_init_kernel, cfg, mine_home)), mine, protocol.steps,
+                                    devices[k])
             out = dict(first=jax.device_get(on_home(_evaluate_kernel, cfg, at_home(state), mine_home)), hist=[hist],
                        params=jax.device_get(state.params))
             if not recheck:
@@ -477,7 +486,7 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
             done = check_ev["passed_end"][:, crit] & mine_home.stop_on_success
             mine = here(mine_home)
             state = here(on_home(_resume_kernel, cfg64, state.params, mine_home, done))
-            state, hist = run_phase(cfg64, state, mine, polish.steps)
+            state, hist = run_phase(cfg64, state, mine, polish.steps, devices[k])
             out["polish"] = jax.device_get(on_home(_evaluate_kernel, cfg64, at_home(state), mine_home))
             out["hist"].append(hist)
             return out | dict(params=jax.device_get(state.params))

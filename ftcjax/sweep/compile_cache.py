@@ -7,6 +7,8 @@ on shapes, dtypes and the jax/jaxlib build, not on the run directory. So the cac
     $FTCJAX_COMPILATION_CACHE                     (a directory, or "off"), else
     $XDG_CACHE_HOME/ftcjax, else ~/.cache/ftcjax
         /jax-<jax version>-jaxlib-<jaxlib version>/   <- the directory jax is given
+            ftcjax-executables/                       <- training segments compiled once, loaded
+                                                         onto every device (ftcjax._src.executables)
 
 The version subdirectory keeps different jax builds apart (jax's own cache key also covers the
 backend, device kind, XLA flags and compile options, so CPU and GPU runs may share it). The

@@ -308,6 +308,19 @@ def _evaluate_kernel(cfg, state, lanes):
     return _chunked(cfg, lambda st, lane: _evaluate_lane(cfg, st, lane), (state, lanes))
 
 
+def _all_finished(lanes: _Lanes, state: _State) -> bool:
+    """Whether every lane is padding, diverged or stopped at a success (host-side: numpy on the few
+    flags, rather than four eager jax ops that would each compile for every new lane count)."""
+    live, diverged, done, stop = jax.device_get((lanes.live, state.diverged, state.done, lanes.stop_on_success))
+    return bool(np.all(~live | diverged | (done & stop)))
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _lane_slice(tree, start, size: int):
+    """Lanes ``start:start + size`` of every leaf: one program per tree, not one per leaf shape."""
+    return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), tree)
+
+
 MAX_WIDTH = 10_000_000  # far beyond any fine-tuning width; a typo like 1e9 must not allocate
 
 
@@ -437,7 +450,7 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
             state, ys = _segment_per_device(*args, device=device)
             if ys is not None:
                 hist.append(ys)
-            if s + 1 < n_seg and bool(jnp.all(~mine.live | state.diverged | (state.done & mine.stop_on_success))):
+            if s + 1 < n_seg and _all_finished(mine, state):
                 break  # every lane here has finished: the rest of the budget changes nothing
         if not hist:
             return state, None
@@ -463,7 +476,7 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
             return kernel(*args)
 
     def run_on(k):
-        take = lambda tree: jax.tree.map(lambda a: a[k * local:(k + 1) * local], tree)  # noqa: E731
+        take = lambda tree: _lane_slice(tree, k * local, local)  # noqa: E731
         here = lambda tree: jax.device_put(tree, devices[k])  # noqa: E731
         at_home = lambda tree: jax.device_put(tree, home)  # noqa: E731
         with contexts(protocol.dtype):

@@ -555,6 +555,17 @@ def search_widths(probe: Callable, num: int, widths: Sequence[int], strategy: st
                          rule_params=rule.to_dict() if strategy == "adaptive" else {})
 
 
+@jax.jit
+def _probe_lanes(problems: Problem, keys, lane_ids, lane_w, restart):
+    """A probe's lanes: lane ``i`` is problem ``lane_ids[i]`` with the key of its (width, restart).
+
+    One program per lane count (gathers and key folding are exact, so the bits are those of the
+    eager ops, which compiled one program per leaf shape)."""
+    lane_keys = jax.vmap(lambda k, w, r: jax.random.fold_in(jax.random.fold_in(k, w), r))(
+        keys[lane_ids], lane_w, restart)
+    return jax.tree.map(lambda a: a[lane_ids], problems), lane_keys
+
+
 def _kernel_probe(problems: Problem, keys, protocol: Protocol, bucket: int, devices, form=None,
                   return_params: bool = False):
     R = protocol.restarts
@@ -569,9 +580,8 @@ def _kernel_probe(problems: Problem, keys, protocol: Protocol, bucket: int, devi
         lane_ids = np.repeat(ids, R)
         lane_w = np.repeat(ws, R).astype(np.int64)
         restart = (np.repeat(first_restart, R) + np.tile(np.arange(R), len(ids))).astype(np.int64)
-        lane_keys = jax.vmap(lambda k, w, r: jax.random.fold_in(jax.random.fold_in(k, w), r))(
-            keys[lane_ids], jnp.asarray(lane_w, jnp.uint32), jnp.asarray(restart, jnp.uint32))
-        batch = jax.tree.map(lambda a: a[lane_ids], problems)
+        batch, lane_keys = _probe_lanes(problems, keys, jnp.asarray(lane_ids), jnp.asarray(lane_w, jnp.uint32),
+                                        jnp.asarray(restart, jnp.uint32))
         res = fit_batch(batch, lane_w, keys=lane_keys, protocol=protocol, form=form, bucket=bucket,
                         devices=devices, pad_to=int(math.ceil(len(lane_ids) / full)) * full)
         out = []
@@ -604,11 +614,14 @@ def _kernel_probe(problems: Problem, keys, protocol: Protocol, bucket: int, devi
     return probe
 
 
+_trivially_satisfied = jax.jit(criteria.trivially_satisfied)  # one program, not ten eager ones
+
+
 def _problem_summary(problems: Problem, protocol: Protocol) -> tuple:
     """Per-instance facts stored beside the search, and whether ``g = 0`` already decides success."""
     z = np.asarray(problems.z, dtype=np.float64)
     with jax.enable_x64(True):  # judge g = 0 in float64 whatever the training dtype
-        flags = np.asarray(criteria.trivially_satisfied(
+        flags = np.asarray(_trivially_satisfied(
             jnp.asarray(z), protocol.paper_threshold, protocol.tol, protocol.rel_eps))
     n_changed = np.asarray(problems.changed).sum(axis=1)
     fit = np.asarray(problems.f_fit_mse, dtype=np.float64)

@@ -142,7 +142,13 @@ def instance_keys(seed: int, instances: Sequence[Instance]):
     import jax.numpy as jnp
 
     words = jnp.asarray([inst.fold_words for inst in instances], dtype=jnp.uint32)  # (B, 5)
-    root = jax.random.key(seed)
+    # one jitted program (exact integer work: the bits of the eager ops, which compiled ~10 programs)
+    return jax.jit(_instance_keys)(jax.random.key(seed), words)
+
+
+def _instance_keys(root, words):
+    """``(problem_keys, train_keys)`` from the sweep's root key and each instance's ``(B, 5)`` words."""
+    import jax
 
     def one(w):  # w: (5,) uint32 -> one key
         k = root

@@ -301,3 +301,47 @@ def test_kernel_adaptive_search_records_rule_and_trainability():
     alone = ftcjax.min_width(jax.tree.map(lambda a: a[1], probs), key=keys[1], protocol=protocol,
                              widths=[2, 3, 4, 6, 8])
     assert alone.to_dict() == res[1].to_dict()
+
+
+def test_clopper_pearson_bounds_are_scipy_stats_beta_quantiles_bit_for_bit():
+    # cp_bounds reads the beta quantile from scipy.special (a third of scipy.stats' import time)
+    from scipy import stats
+
+    from ftcjax._src.search import cp_bounds
+
+    s, n = np.meshgrid(np.arange(0, 81.0), np.arange(1, 81.0), indexing="ij")
+    s, n = s[s <= n], n[s <= n]
+    for confidence in (0.5, 0.8, 0.9, 0.95, 0.99):
+        lower, upper = cp_bounds(s, n, confidence)
+        a = 1.0 - confidence
+        with np.errstate(invalid="ignore", divide="ignore"):
+            want_lo = np.where(s > 0, stats.beta.ppf(a, np.maximum(s, 1e-300), n - s + 1), 0.0)
+            want_up = np.where(s < n, stats.beta.ppf(1 - a, s + 1, np.maximum(n - s, 1e-300)), 1.0)
+        np.testing.assert_array_equal(lower, want_lo)
+        np.testing.assert_array_equal(upper, want_up)
+        assert np.all((lower <= s / n) & (s / n <= upper))
+
+
+def test_fisher_drop_is_the_exact_hypergeometric_tail():
+    from fractions import Fraction
+    from math import comb
+
+    from scipy import stats
+
+    from ftcjax._src.search import _fisher_drop, _hypergeom_sf
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        ni, nj = rng.integers(1, 25, size=2)
+        si, sj = rng.integers(0, ni + 1), rng.integers(0, nj + 1)
+        exact = Fraction(sum(comb(si + sj, x) * comb(ni + nj - si - sj, ni - x) for x in range(si, min(ni, si + sj) + 1)),
+                         comb(ni + nj, ni))
+        got = _hypergeom_sf(int(si), int(ni + nj), int(si + sj), int(ni))
+        assert got == float(exact)                       # the ratio, rounded once
+        ref = stats.hypergeom.sf(si - 1, ni + nj, si + sj, ni)
+        assert abs(got - ref) <= 2e-15 * max(ref, 1e-300)
+    # the smallest p over pairs where a narrower width did better; none: 1
+    s, n = np.array([6.0, 1.0, 4.0]), np.array([6.0, 6.0, 6.0])
+    want = min(_hypergeom_sf(6, 12, 7, 6), _hypergeom_sf(6, 12, 10, 6))   # pairs (0, 1), (0, 2); not (1, 2)
+    assert _fisher_drop(s, n) == want and want < 0.05
+    assert _fisher_drop(np.array([0.0, 2.0, 5.0]), np.array([5.0, 5.0, 5.0])) == 1.0

@@ -181,11 +181,12 @@ def _discard(path: Path) -> None:
 class _Program:
     """One signature's program: its bytes (None: not reusable), trees and store entry."""
 
-    __slots__ = ("payload", "in_tree", "out_tree", "path", "lock")
+    __slots__ = ("payload", "in_tree", "out_tree", "path", "lock", "device_locks")
 
     def __init__(self):
         self.payload = self.in_tree = self.out_tree = self.path = None
         self.lock = threading.Lock()
+        self.device_locks = {}
 
 
 class PerDevice:
@@ -205,13 +206,17 @@ class PerDevice:
         self._programs: collections.OrderedDict = collections.OrderedDict()   # signature -> _Program
         self._compiled: dict = {}                                            # (signature, device id) -> Compiled
 
+    def _signature(self, args):
+        static, dynamic = args[:self._num_static], args[self._num_static:]
+        leaves, tree = jax.tree.flatten(dynamic)
+        return (static, tree, tuple((x.shape, x.dtype, getattr(x, "weak_type", False)) for x in leaves),
+                _trace_context())
+
     def __call__(self, *args, device):
         if not _AVAILABLE or device.platform != "cpu":
             return self._kernel(*args)
-        static, dynamic = args[:self._num_static], args[self._num_static:]
-        leaves, tree = jax.tree.flatten(dynamic)
-        signature = (static, tree, tuple((x.shape, x.dtype, getattr(x, "weak_type", False)) for x in leaves),
-                     _trace_context())
+        signature = self._signature(args)
+        dynamic = args[self._num_static:]
         compiled = self._compiled.get((signature, device.id))
         if compiled is None:
             compiled = self._prepare(signature, args, device)
@@ -256,15 +261,19 @@ class PerDevice:
                     self._compiled[key] = compiled
                     return compiled
             payload = program.payload
+            device_lock = program.device_locks.setdefault(device.id, threading.Lock())
         if payload is None:
             return None
-        try:  # outside the lock: devices load their copies at the same time
-            compiled = _load(payload, program.in_tree, program.out_tree, device)
-        except Exception:  # noqa: BLE001 - bytes that do not load are never used, whatever the error
-            program.payload = None
-            if program.path is not None:
-                _discard(program.path)
-            return None
-        jax.monitoring.record_event("/ftcjax/executables/loaded")
-        self._compiled[key] = compiled
-        return compiled
+        with device_lock:  # devices load their copies at the same time, each device once
+            if key in self._compiled:
+                return self._compiled[key]
+            try:
+                compiled = _load(payload, program.in_tree, program.out_tree, device)
+            except Exception:  # noqa: BLE001 - bytes that do not load are never used, whatever the error
+                program.payload = None
+                if program.path is not None:
+                    _discard(program.path)
+                return None
+            jax.monitoring.record_event("/ftcjax/executables/loaded")
+            self._compiled[key] = compiled
+            return compiled

@@ -81,3 +81,12 @@ def test_blocked_jacobians_are_jax_jacobians_bit_for_bit(block):
         got = np.asarray(jax.jit(lambda t: lm.jacobian_fwd(res, t, columns=block))(theta))
         assert got.shape == want.shape == (200, 56)
         assert np.array_equal(got, want)
+        # LM's masked Jacobian, scaled as the blocks are made (no masked copy): J * scale, bit for
+        # bit, forward (also in the (P, K) layout LM keeps) and reverse
+        scale = jnp.asarray(np.random.default_rng(block).integers(0, 2, 56), jnp.float64)
+        fwd = jax.jit(lambda t: lm.jacobian_fwd(res, t, columns=block, scale=scale, transposed=True))
+        assert np.array_equal(np.asarray(fwd(theta)), (want * np.asarray(scale)[None, :]).T)
+        res, theta = _mlp_residual(K=37, d=3, m=5, seed=block)
+        want = np.asarray(jax.jacrev(res)(theta))
+        rev = jax.jit(lambda t: lm.jacobian_rev(res, t, rows=block, scale=scale))
+        assert np.array_equal(np.asarray(rev(theta)), want * np.asarray(scale)[None, :])

@@ -180,6 +180,43 @@ def test_a_full_disk_only_costs_a_compile(tmp_path, monkeypatch):
     assert list(store.iterdir()) == []        # nor a temporary file left behind
 
 
+def test_the_store_keeps_the_most_recently_used_programs_within_its_bound(tmp_path):
+    store, dev = _store(tmp_path), jax.devices()[0]
+    sizes = (111, 112, 113, 114)
+
+    def run(size, bound):
+        args = _args(size)
+        with _Events() as counts:
+            _check(executables.PerDevice(_kernel, store=store, max_bytes=bound)(*args, device=dev), args)
+        return counts
+
+    run(sizes[0], 1 << 30)
+    (first,) = store.iterdir()
+    bound = int(2.5 * first.stat().st_size)      # room for two entries of about this size
+    run(sizes[1], bound)
+    os.utime(first, ns=(1, 1)), os.utime(next(p for p in store.iterdir() if p != first), ns=(2, 2))
+    assert run(sizes[0], bound) == {"store_hits": 1, "loaded": 1}   # a hit: sizes[0] is the newest
+    run(sizes[2], bound)                         # a third entry: the least recently used goes
+    names = {p.name for p in store.iterdir()}
+    assert len(names) == 2 and first.name in names, names
+    assert sum(p.stat().st_size for p in store.iterdir()) <= bound
+    assert run(sizes[1], bound)["compiled"] == 1      # evicted: compiled afresh
+    assert run(sizes[3], 10)["compiled"] == 1         # larger than the bound: never kept ...
+    assert len(list(store.iterdir())) == 2            # ... and nothing else evicted for it
+    assert not any(p.name.startswith(".") for p in store.iterdir())
+
+
+def test_the_store_bound_follows_jax_cache_bound():
+    assert executables.store_max_bytes(123) == 123
+    assert executables.store_max_bytes() == executables.DEFAULT_MAX_BYTES   # jax's default: unbounded
+    before = jax.config.jax_compilation_cache_max_size
+    try:
+        jax.config.update("jax_compilation_cache_max_size", 5 << 20)
+        assert executables.store_max_bytes() == 5 << 20
+    finally:
+        jax.config.update("jax_compilation_cache_max_size", before)
+
+
 _CHILD = textwrap.dedent(r"""
     import collections, json, sys
     import jax, jax.numpy as jnp, numpy as np

@@ -19,7 +19,10 @@ executable that jax itself served from its persistent cache is not reusable this
 its bytes fail to load: "NOT_FOUND: Function ... not found"); such a signature falls back to plain
 ``jit`` on the other devices, which is what ran before. A store entry is checked (magic, key and
 sha256 digest) before it is loaded; a damaged, foreign or unloadable one is deleted and never used,
-and a failed write (full disk, read-only directory) only costs a later compile.
+and a failed write (full disk, read-only directory) only costs a later compile. The store is bounded:
+after a write, the least recently used entries (a hit refreshes an entry's time) are deleted until
+the store holds at most ``max_bytes`` (default: jax's ``jax_compilation_cache_max_size`` when it is
+set, else :data:`DEFAULT_MAX_BYTES`); a program larger than that is not kept at all.
 
 Only on the CPU backend, where it was measured; elsewhere the wrapper is plain ``jit``. The caches
 are memo tables (a signature maps to one program; results never depend on them), bounded in size.
@@ -50,9 +53,12 @@ try:  # the pieces used are jax's own (de)serialisation of compiled programs
 except ImportError:  # another jax: plain jit, as before
     _AVAILABLE = False
 
-__all__ = ["PerDevice", "STORE_DIRNAME"]
+__all__ = ["PerDevice", "STORE_DIRNAME", "DEFAULT_MAX_BYTES", "store_max_bytes"]
 
 STORE_DIRNAME = "ftcjax-executables"
+# A training segment is 0.3-0.5 MB stored: 1 GiB holds a few thousand shapes, and a user who runs
+# many sweeps never sees the store grow without bound (jax's own cache is unbounded by default).
+DEFAULT_MAX_BYTES = 1 << 30
 _MAGIC = b"ftcjax-executable-1\n"
 _MAX_SIGNATURES = 64
 _CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
@@ -124,6 +130,42 @@ def _store_dir(path) -> Path | None:
     return path
 
 
+def store_max_bytes(max_bytes=None) -> int:
+    """The store's size bound: ``max_bytes`` if given, else jax's ``jax_compilation_cache_max_size``
+    when positive (the user's bound for the cache the store lives in), else :data:`DEFAULT_MAX_BYTES`."""
+    if max_bytes is not None:
+        return int(max_bytes)
+    jax_max = int(getattr(jax.config, "jax_compilation_cache_max_size", -1) or -1)
+    return jax_max if jax_max > 0 else DEFAULT_MAX_BYTES
+
+
+def _evict(store: Path, max_bytes: int, keep: Path) -> None:
+    """Delete the least recently used entries until the store holds at most ``max_bytes`` (``keep``,
+    the entry just written, goes last). Another process may evict at the same time: a file that is
+    already gone is skipped."""
+    entries = []
+    for path in store.glob("*.exe"):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        entries.append((path == keep, st.st_mtime_ns, path.name, st.st_size, path))
+    total = sum(e[3] for e in entries)
+    for *_, size, path in sorted(entries):
+        if total <= max_bytes:
+            break
+        _discard(path)
+        total -= size
+
+
+def _touch(path: Path) -> None:
+    """Mark a stored entry as just used (the eviction order); failing to is harmless."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
 def _disk_key(lowered, device) -> str:
     """What makes the program: the lowered module and its trees, the jax build, the device kind and
     XLA's flags (the lowered text has no device id: one key serves every device)."""
@@ -156,12 +198,14 @@ def _read(path: Path, key: str) -> bytes | None:
     return None
 
 
-def _write(path: Path, key: str, payload: bytes) -> None:
-    """Compressed, with a digest, atomically (a temporary file renamed); a failure only costs a
-    later compile."""
+def _write(path: Path, key: str, payload: bytes, max_bytes: int) -> None:
+    """Compressed, with a digest, atomically (a temporary file renamed), then the store trimmed to
+    ``max_bytes``; a failure only costs a later compile."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     packed = zlib.compress(payload, 1)  # executables shrink ~5x; level 1 costs milliseconds
     blob = _MAGIC + key.encode() + b"\n" + hashlib.sha256(packed).hexdigest().encode() + b"\n" + packed
+    if len(blob) > max_bytes:
+        return
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -169,6 +213,8 @@ def _write(path: Path, key: str, payload: bytes) -> None:
         os.replace(tmp, path)
     except OSError:
         _discard(tmp)
+        return
+    _evict(path.parent, max_bytes, keep=path)
 
 
 def _discard(path: Path) -> None:
@@ -196,12 +242,14 @@ class PerDevice:
     ``per_device(*args, device=d)`` runs ``kernel(*args)`` on device ``d``, where the non-static
     arguments already are; the result is the kernel's, bit for bit. ``store``: the directory that
     keeps compiled bytes across processes (default: next to jax's persistent cache; False: none).
+    ``max_bytes``: the store's size bound (default :func:`store_max_bytes`, read at each write).
     """
 
-    def __init__(self, kernel, num_static: int = 1, store=None):
+    def __init__(self, kernel, num_static: int = 1, store=None, max_bytes: int | None = None):
         self._kernel = kernel
         self._num_static = num_static
         self._store = store
+        self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._programs: collections.OrderedDict = collections.OrderedDict()   # signature -> _Program
         self._compiled: dict = {}                                            # (signature, device id) -> Compiled
@@ -249,6 +297,7 @@ class PerDevice:
                 if program.path is not None:
                     program.payload = _read(program.path, disk_key)
                     if program.payload is not None:
+                        _touch(program.path)
                         jax.monitoring.record_event("/ftcjax/executables/store_hits")
                 if program.payload is None:
                     before = _cache_hits_here()
@@ -257,7 +306,7 @@ class PerDevice:
                         program.payload = _serialize.serialize(compiled)[0]
                         jax.monitoring.record_event("/ftcjax/executables/compiled")
                         if program.path is not None:
-                            _write(program.path, disk_key, program.payload)
+                            _write(program.path, disk_key, program.payload, store_max_bytes(self._max_bytes))
                     self._compiled[key] = compiled
                     return compiled
             payload = program.payload

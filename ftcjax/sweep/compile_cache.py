@@ -16,6 +16,9 @@ executables in a cache are loaded and run later, so a cache directory must be th
 created 0700, and refused with a one-line error when it (or a directory above it) is owned by
 someone else or writable by group/others (a sticky directory such as /tmp may be above it).
 The directory used is recorded in every run's manifest (``environment.compilation_cache_dir``).
+``ftcjax-executables/`` keeps its least recently used programs within a bound (1 GiB, or jax's
+``jax_compilation_cache_max_size`` when set); jax's own entries are jax's to bound (unbounded by
+default; its eviction needs the ``filelock`` package).
 """
 from __future__ import annotations
 

@@ -8,8 +8,11 @@ Rows (warm timings, compile excluded, best of ``--reps``):
   of Adam (float32, 1000 steps, the workload of the speed table in design.md) and of LM (float64,
   ``--lm-iters`` iterations) on the same problems, widths and lane count, with the fraction of this
   machine's float64 matmul peak the LM reaches. LM FLOPs per iteration (matmul-like work only): the
-  Jacobian by forward mode ``2 P F`` (``F`` = forward FLOPs ``2 K sum(in * out)``), ``J^T J`` ``2 K P^2``,
-  ``J^T r`` ``2 K P``, Cholesky ``P^3 / 3`` and its solve ``2 P^2``, the trial forward ``F``.
+  Jacobian from per-sample gradients ``3 F + K P`` (``F`` = forward FLOPs ``2 K sum(in * out)``: a
+  forward and a backward pass, then each row's outer products; until 2026-12-03 it was made by
+  forward mode, ``2 P F``, and counted so), ``J^T J`` ``2 K P^2``, ``J^T r`` ``2 K P``, Cholesky
+  ``P^3 / 3`` and its solve ``2 P^2``, the trial forward ``F``. The column "by the old count" keeps
+  the forward-mode count, for comparison with earlier tables.
 * LM memory: XLA's compiled memory analysis of LM's segment kernel (all lanes, all devices) against
   its model, per lane ``8 (K P + P^2 + 6 P + (d + 2) K)`` bytes (the Jacobian, the normal matrix,
   parameters / step / gradient / trial vectors, the lane's data). Target: within 2x.
@@ -51,9 +54,10 @@ def _num_params(sizes):
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def _lm_flops(sizes, K, iters):
+def _lm_flops(sizes, K, iters, *, jacobian="per-sample"):
     P, F = _num_params(sizes), _forward_flops(sizes, K)
-    return iters * (2 * P * F + 2 * K * P * P + 2 * K * P + P ** 3 / 3 + 2 * P * P + F)
+    jac = 3 * F + K * P if jacobian == "per-sample" else 2 * P * F
+    return iters * (jac + 2 * K * P * P + 2 * K * P + P ** 3 / 3 + 2 * P * P + F)
 
 
 def _scipy_w2(prob, key, width, iters):
@@ -128,11 +132,13 @@ def main(argv=None):
         t_lm = _time(lambda: ftcjax.fit_batch(probs, widths, keys=keys, protocol=lm, on_segment=spy), args.reps) / lanes
         sizes = (d, m, 1) if depth == 2 else (d, m - (m + 1) // 2, (m + 1) // 2, 1)
         frac = _lm_flops(sizes, K, iters) / t_lm / peak
+        frac_old = _lm_flops(sizes, K, iters, jacobian="forward") / t_lm / peak
         P = _num_params(sizes)
         mem = spy.memory_analysis().get("xla_total_bytes")
         model = lanes * 8 * (K * P + P * P + 6 * P + (d + 2) * K)
         rows.append((name, f"P={P}", lanes, f"{t_adam * 1e3:.2f} ms ({adam_steps} steps, f32)",
                      f"{t_lm * 1e3:.2f} ms ({iters} it, f64)", f"{t_lm / t_adam:.2f}", f"{100 * frac:.1f}%",
+                     f"{100 * frac_old:.1f}%",
                      "-" if mem is None else f"{mem / 2**20:.2f} / {model / 2**20:.2f} MiB = {mem / model:.2f}"))
         if name == "W2":
             n_sp = 4 if q else 16
@@ -142,8 +148,8 @@ def main(argv=None):
             scipy_row = (t_sp, t_lm, float(np.median([s[1] for s in sp])), float(np.median(ours.mse_end[:n_sp])))
     print(f"float64 matmul peak: {peak / 1e9:.1f} GFLOP/s; devices: {len(jax.local_devices())}")
     print("| workload | params | lanes | Adam / training | LM / training | LM / Adam | LM % of f64 peak "
-          "| LM memory: XLA / model |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| by the old count | LM memory: XLA / model |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(str(c) for c in r) + " |")
     t_sp, t_lm, l_sp, l_ours = scipy_row

@@ -90,3 +90,37 @@ def test_blocked_jacobians_are_jax_jacobians_bit_for_bit(block):
         want = np.asarray(jax.jacrev(res)(theta))
         rev = jax.jit(lambda t: lm.jacobian_rev(res, t, rows=block, scale=scale))
         assert np.array_equal(np.asarray(rev(theta)), want * np.asarray(scale)[None, :])
+
+
+
+@pytest.mark.parametrize("K", [37, 200])    # P = 56 > K, and P < K
+def test_per_sample_jacobian_is_the_jacobian(K):
+    # LM's Jacobian when residuals are evaluated sample by sample: row i is the gradient of r_i
+    # alone. The same sums as jacrev's in another order: float64-close, not bit-equal.
+    d, m = 3, 5
+    rng = np.random.default_rng(K)
+    shapes = [(m, d), (m,), (m, m), (m,), (1, m), (1,)]
+    sizes = [int(np.prod(s)) for s in shapes]
+
+    def net(theta, x):   # x (n, d) -> (n,)
+        parts, i = [], 0
+        for s_, n in zip(shapes, sizes):
+            parts.append(theta[i:i + n].reshape(s_))
+            i += n
+        W1, b1, W2, b2, W3, b3 = parts
+        h = jax.nn.relu(x @ W1.T + b1[None, :])
+        h = jax.nn.relu(h @ W2.T + b2[None, :])
+        return (h @ W3.T)[:, 0] + b3[0]
+
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.standard_normal((K, d)))
+        z = jnp.asarray(rng.standard_normal(K))
+        theta = jnp.asarray(rng.standard_normal(sum(sizes)))
+        scale = jnp.asarray(rng.integers(0, 2, theta.shape[0]), jnp.float64)
+        one = lambda t, xi: net(t, xi[None, :])[0]  # noqa: E731
+        got = np.asarray(jax.jit(lambda t: lm.jacobian_per_sample(one, t, x, scale=scale))(theta))
+        want = np.asarray(jax.jacrev(lambda t: net(t, x) - z)(theta)) * np.asarray(scale)[None, :]
+    assert got.shape == want.shape == (K, sum(sizes))
+    assert np.abs(want).max() > 0.1
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14 * np.abs(want).max())
+    assert not got[:, np.asarray(scale) == 0].any()      # masked columns exactly zero

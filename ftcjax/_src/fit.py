@@ -180,9 +180,13 @@ def _trainer(cfg: StaticConfig, lane: _Lanes):
     if cfg.optimizer == "lm":
         residual = _residual_fn(cfg, lane)
 
+        def one_sample(params, x):
+            # a form's prediction on sample i reads column i of x_t only: J's rows are per-sample gradients
+            return cfg.form.predict(params, lane.frozen, x[:, None], lane.width, cfg)[0]
+
         def step(params, opt_state, t):
             return lm.step(residual, params, opt_state, live=cfg.form.live_mask(params, lane.width, cfg),
-                           tau=lane.lm_tau, damping=cfg.lm_damping)
+                           tau=lane.lm_tau, damping=cfg.lm_damping, sample_fn=one_sample, samples=lane.x_t.T)
 
         return (lambda params: lm.init_state(dtype)), step
 

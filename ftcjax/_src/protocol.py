@@ -297,8 +297,9 @@ def round_lanes_per_step(p: Protocol, *, num_samples: int, in_dim: int, bucket: 
     if not sized or p.optimizer == "lm" or p.polish_steps:
         # LM holds a K x P Jacobian per lane: more lanes in flight spill the cache
         # (benchmarks/trainers.py, W2 with the whole-Jacobian jacrev of 2026-12-02: 9.5 ms at 4,
-        # 16.8 ms at 32; not re-measured with the blocked Jacobians, and the lane grouping is
-        # part of the bits, so it stays 4)
+        # 16.8 ms at 32). With per-sample Jacobians (2026-12-03) more lanes gain nothing either:
+        # W2 3.84 / 3.82 / 3.83 / 3.98 ms per training at 4 / 8 / 16 / 32, W1 68.7 / 73.6 ms at
+        # 4 / 8; and the lane grouping is part of the bits, so it stays 4
         return lo
     size = auto_lanes_per_step(num_samples=num_samples, in_dim=in_dim, bucket=bucket, depth=p.depth, dtype=p.dtype)
     per_device = max(1, int(lanes_per_round) // ROUND_DEVICES)

@@ -47,15 +47,12 @@ def test_lm_kernel_calls_no_lapack():
     assert texts and all("lapack" not in t and "potrf" not in t for t in texts)
 
 
-def _mlp_residual(K, d, m, seed):
-    """A 3-layer ReLU residual r(theta) (K,) of a flat parameter vector, and a point theta."""
-    rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.standard_normal((K, d)))
-    z = jnp.asarray(rng.standard_normal(K))
+def _mlp(d, m):
+    """A 3-layer ReLU net ``net(theta, x (n, d)) -> (n,)`` of a flat parameter vector, and its size P."""
     shapes = [(m, d), (m,), (m, m), (m,), (1, m), (1,)]
     sizes = [int(np.prod(s)) for s in shapes]
 
-    def res(theta):
+    def net(theta, x):
         parts, i = [], 0
         for s, n in zip(shapes, sizes):
             parts.append(theta[i:i + n].reshape(s))
@@ -63,9 +60,18 @@ def _mlp_residual(K, d, m, seed):
         W1, b1, W2, b2, W3, b3 = parts
         h = jax.nn.relu(x @ W1.T + b1[None, :])
         h = jax.nn.relu(h @ W2.T + b2[None, :])
-        return (h @ W3.T)[:, 0] + b3[0] - z
+        return (h @ W3.T)[:, 0] + b3[0]
 
-    return res, jnp.asarray(rng.standard_normal(sum(sizes)))
+    return net, sum(sizes)
+
+
+def _mlp_residual(K, d, m, seed):
+    """A 3-layer ReLU residual r(theta) (K,) of a flat parameter vector, and a point theta."""
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((K, d)))
+    z = jnp.asarray(rng.standard_normal(K))
+    net, P = _mlp(d, m)
+    return (lambda theta: net(theta, x) - z), jnp.asarray(rng.standard_normal(P))
 
 
 @pytest.mark.parametrize("block", [1, 3, 16, 10_000])
@@ -99,28 +105,16 @@ def test_per_sample_jacobian_is_the_jacobian(K):
     # alone. The same sums as jacrev's in another order: float64-close, not bit-equal.
     d, m = 3, 5
     rng = np.random.default_rng(K)
-    shapes = [(m, d), (m,), (m, m), (m,), (1, m), (1,)]
-    sizes = [int(np.prod(s)) for s in shapes]
-
-    def net(theta, x):   # x (n, d) -> (n,)
-        parts, i = [], 0
-        for s_, n in zip(shapes, sizes):
-            parts.append(theta[i:i + n].reshape(s_))
-            i += n
-        W1, b1, W2, b2, W3, b3 = parts
-        h = jax.nn.relu(x @ W1.T + b1[None, :])
-        h = jax.nn.relu(h @ W2.T + b2[None, :])
-        return (h @ W3.T)[:, 0] + b3[0]
-
+    net, P = _mlp(d, m)
     with jax.enable_x64(True):
         x = jnp.asarray(rng.standard_normal((K, d)))
         z = jnp.asarray(rng.standard_normal(K))
-        theta = jnp.asarray(rng.standard_normal(sum(sizes)))
+        theta = jnp.asarray(rng.standard_normal(P))
         scale = jnp.asarray(rng.integers(0, 2, theta.shape[0]), jnp.float64)
         one = lambda t, xi: net(t, xi[None, :])[0]  # noqa: E731
         got = np.asarray(jax.jit(lambda t: lm.jacobian_per_sample(one, t, x, scale=scale))(theta))
         want = np.asarray(jax.jacrev(lambda t: net(t, x) - z)(theta)) * np.asarray(scale)[None, :]
-    assert got.shape == want.shape == (K, sum(sizes))
+    assert got.shape == want.shape == (K, P)
     assert np.abs(want).max() > 0.1
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14 * np.abs(want).max())
     assert not got[:, np.asarray(scale) == 0].any()      # masked columns exactly zero

@@ -89,7 +89,7 @@ def main(argv=None):
         for R in (int(r) for r in args.restarts.split(",")):
             for fam, ps in families(widths, n, scale).items():
                 m = {s: measure(widths, ps, R, s) for s in ("adaptive", "bisect", "grid")}
-                v1 = measure(widths, ps, R, "adaptive", rule=AdaptiveRule.v1(len(widths)))
+                v1 = measure(widths, ps, R, "adaptive", rule=AdaptiveRule.v1())
                 rows.append([design, R, fam, f"{m['adaptive']['recovery']:.2f}", f"{v1['recovery']:.2f}",
                              f"{m['bisect']['recovery']:.2f}",
                              f"{m['grid']['recovery']:.2f}", f"{m['adaptive']['cost']:.1f}", f"{v1['cost']:.1f}",

@@ -338,7 +338,7 @@ def _cmd_validate(args) -> int:
     w = list(spec.widths)
     steps = {b - a for a, b in zip(w, w[1:])}
     shown = f"{w[0]}..{w[-1]} step {steps.pop()}" if len(w) > 3 and len(steps) == 1 else str(w)
-    print(f"widths {shown} ({len(w)} candidates, {spec.strategy})")
+    print(f"widths {shown} ({len(w)} candidates, {spec.strategy}, rule {spec.search_rule})")
     canon = canonical_dict(spec)
     print("effective settings (every default filled in; a list is an axis of the grid):")
     for table in ("grid", "train"):

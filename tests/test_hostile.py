@@ -789,10 +789,28 @@ def test_resuming_records_of_another_search_rule_is_refused(run, monkeypatch):
     lines = shard(run).read_text().splitlines()
     shard(run).write_text("\n".join(lines[:6]) + "\n")  # part of the run done: resuming would compute more
     before = shard(run).read_bytes()
+    manifest = (run / "manifest.json").read_bytes()
     monkeypatch.setitem(search.RULES, "adaptive", "adaptive-v99")
-    with pytest.raises(FTCInputError, match=r"searched with adaptive-v\d, this ftcjax searches with adaptive-v99"):
+    with pytest.raises(FTCInputError, match=r"searched with adaptive-v\d, this spec searches with adaptive-v99; "
+                                            r"resuming would mix the two rules in one run: pin width.rule"):
         run_sweep(SPEC, run)
-    assert shard(run).read_bytes() == before
+    assert shard(run).read_bytes() == before and (run / "manifest.json").read_bytes() == manifest
+
+
+def test_a_spec_pinning_the_records_rule_resumes_them_with_that_rule(run, finished, monkeypatch):
+    """Pinning width.rule to the records' version continues the run as that rule, bit for bit."""
+    import dataclasses
+
+    from ftcjax._src import search
+    from ftcjax.sweep.runner import run_sweep
+
+    shard(run).write_bytes(b"\n".join(lines(run)[:6]) + b"\n")
+    old = search.RULES["adaptive"]
+    monkeypatch.setitem(search.RULES, "adaptive", "adaptive-v99")  # a newer default: no longer this run's rule
+    pinned = dataclasses.replace(SPEC, rule=old)
+    assert pinned.hash == SPEC.hash
+    run_sweep(pinned, run)
+    assert results_without_timing(run) == expected_records(finished)
 
 
 def test_status_counts_unresolved_apart_from_censored(run):

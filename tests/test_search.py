@@ -177,7 +177,7 @@ def test_adaptive_v2_spends_its_budget_on_a_wide_transition_where_v1_stopped_ear
 
     assert RULES["adaptive"] == "adaptive-v2"
     widths, n, R = list(range(1, 49)), 60, 4
-    assert AdaptiveRule.v1(48).probe_budget(48) == 24 and AdaptiveRule().probe_budget(48) == 32
+    assert AdaptiveRule.v1().probe_budget(48) == 24 and AdaptiveRule().probe_budget(48) == 32
     ps = _families(widths, n, scale=0.2)["logistic"]
     truth = [syn.true_w50(p, widths) for p in ps]
 
@@ -189,7 +189,7 @@ def test_adaptive_v2_spends_its_budget_on_a_wide_transition_where_v1_stopped_ear
         return np.mean(hit), np.mean([sum(p.restarts for p in pr) for pr in out.probes])
 
     rec2, cost2 = recovery_and_cost(AdaptiveRule())
-    rec1, cost1 = recovery_and_cost(AdaptiveRule.v1(len(widths)))
+    rec1, cost1 = recovery_and_cost(AdaptiveRule.v1())
     assert rec2 >= 0.9 > rec1, (rec2, rec1)
     assert cost2 < 1.5 * cost1 < 192  # modest: far below the grid's 48 x 4
 

@@ -205,3 +205,23 @@ def test_width_report_field_is_validated_and_keeps_old_hashes():
     assert ex.report == "existence" and ex.hash != base.hash
     with pytest.raises(FTCInputError, match="width.report"):
         parse_spec(BASE.replace("upper = 10", "upper = 10\nreport = 'mean'"))
+
+
+def test_width_rule_pins_a_version_outside_the_hash_and_is_validated():
+    # A spec written before rules had versions pins the one its records used and keeps its hash.
+    from ftcjax._src.search import RULES
+    from ftcjax.sweep.spec import growth_problems, parse_spec, spec_from_dict
+
+    base = parse_spec(BASE.replace("upper = 10", "upper = 10\nstrategy = 'adaptive'"))
+    v1 = parse_spec(BASE.replace("upper = 10", "upper = 10\nstrategy = 'adaptive'\nrule = 'adaptive-v1'"))
+    assert base.rule == "" and base.search_rule == RULES["adaptive"] and "rule" not in base.to_dict()["width"]
+    assert v1.search_rule == "adaptive-v1" and v1.to_dict()["width"]["rule"] == "adaptive-v1"
+    assert v1.hash == base.hash
+    assert spec_from_dict(v1.to_dict()) == v1  # a manifest's canonical spec re-parses to the pinned one
+    assert growth_problems(base.to_dict(), v1.to_dict()) == []  # unpinned -> pinned: the records decide
+    v2 = parse_spec(BASE.replace("upper = 10", "upper = 10\nstrategy = 'adaptive'\nrule = 'adaptive-v2'"))
+    (why,) = growth_problems(v1.to_dict(), v2.to_dict())
+    assert why.startswith("width.rule: adaptive-v1 in the run directory, adaptive-v2")
+    for bad, strategy in (("adaptive-v7", "adaptive"), ("adaptive-v1", "bisect")):
+        with pytest.raises(FTCInputError, match=r"width.rule: .* is not a version of strategy"):
+            parse_spec(BASE.replace("upper = 10", f"upper = 10\nstrategy = '{strategy}'\nrule = '{bad}'"))

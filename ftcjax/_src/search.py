@@ -46,8 +46,10 @@ from ftcjax._src.networks import to_layers
 from ftcjax._src.problems import Problem
 from ftcjax._src.protocol import Protocol, round_lanes_per_step
 
-# strategy name -> versioned rule written into every record (bump the version when a rule changes)
-RULES = {"adaptive": "adaptive-v2", "bisect": "bisect-v1", "grid": "grid-v1"}
+# strategy name -> its versioned rules, oldest first (bump the version when a rule changes); the version
+# string goes into every record, and the last one is what the strategy name means now
+RULE_VERSIONS = {"adaptive": ("adaptive-v1", "adaptive-v2"), "bisect": ("bisect-v1",), "grid": ("grid-v1",)}
+RULES = {strategy: versions[-1] for strategy, versions in RULE_VERSIONS.items()}
 STRATEGIES = tuple(RULES)
 DEFAULT_STRATEGY = "adaptive"
 REPORT_WIDTHS = ("typical", "existence")
@@ -100,11 +102,15 @@ class AdaptiveRule:
       bracket end and the looks below it).
     max_probes_per_width: probes at one width (where p is near 1/2 no budget decides it).
 
-    ``adaptive-v1`` had ``max_probes_per_width = 4`` and ``max_probes = 3 ceil(log2 C) + 6``: it stopped
-    with a third of its budget unspent whenever a bracket end had p near 1/2 (4 probes there), which
-    cost recovery of w50 on wide transitions (benchmarks/search_cost.py, "unit 1..48, wide transition",
-    4 restarts: 0.83 -> 0.92-0.97 with v2, about 25% more trainings there). ``adaptive-v2`` is the
-    current default; ``AdaptiveRule.v1()`` gives the old parameters.
+    version: the rule's version (``search_rule`` = ``adaptive-v<version>``); it decides the default
+      ``max_probes`` and is not among the stored ``rule_params`` (the record's ``search_rule`` holds it).
+
+    ``adaptive-v1`` had ``max_probes_per_width = 4`` and a default ``max_probes = 3 ceil(log2 C) + 6``:
+    it stopped with a third of its budget unspent whenever a bracket end had p near 1/2 (4 probes
+    there), which cost recovery of w50 on wide transitions (benchmarks/search_cost.py, "unit 1..48, wide
+    transition", 4 restarts: 0.83 -> 0.92-0.97 with v2, about 25% more trainings there).
+    ``adaptive-v2`` is the current default; ``AdaptiveRule.v1()`` (or ``AdaptiveRule.named("adaptive-v1")``,
+    what a spec's ``width.rule`` pins) gives the old rule, which reproduces its records.
     look_below: probes into unprobed gaps below a pinned bracket (robustness to a dip at a probed width).
     non_monotone_alpha: level of the test that flags a width significantly below a narrower one.
     """
@@ -116,8 +122,11 @@ class AdaptiveRule:
     max_probes_per_width: int = 8
     look_below: int = 3
     non_monotone_alpha: float = 0.01
+    version: int = 2
 
     def __post_init__(self):
+        if self.version not in (1, 2):
+            raise FTCInputError(f"version: {self.version!r} must be 1 or 2 (adaptive-v1, adaptive-v2)")
         if not 0.5 < self.confidence < 1:
             raise FTCInputError(f"confidence: {self.confidence!r} must be in (0.5, 1)")
         for name in ("min_top_probes", "max_probes_per_width", "look_below"):
@@ -135,16 +144,34 @@ class AdaptiveRule:
     def probe_budget(self, num_candidates: int) -> int:
         if self.max_probes is not None:
             return self.max_probes
+        if self.version == 1:
+            return 3 * int(math.ceil(math.log2(max(num_candidates, 2)))) + 6
         return (2 * int(math.ceil(math.log2(max(num_candidates, 2)))) + 2 * self.max_probes_per_width
                 + self.look_below + 1)
 
     @classmethod
-    def v1(cls, num_candidates: int) -> "AdaptiveRule":
-        """The parameters of ``adaptive-v1`` for ``num_candidates`` candidates (to reproduce old records)."""
-        return cls(max_probes_per_width=4, max_probes=3 * int(math.ceil(math.log2(max(num_candidates, 2)))) + 6)
+    def v1(cls) -> "AdaptiveRule":
+        """The rule ``adaptive-v1`` (to reproduce its records)."""
+        return cls(max_probes_per_width=4, version=1)
+
+    @classmethod
+    def named(cls, search_rule: str) -> "AdaptiveRule":
+        """The default parameters of a versioned adaptive rule, e.g. ``"adaptive-v1"``."""
+        if search_rule not in RULE_VERSIONS["adaptive"]:
+            raise FTCInputError(f"rule: unknown adaptive rule {search_rule!r}; choose one of "
+                                f"{', '.join(RULE_VERSIONS['adaptive'])}")
+        return cls.v1() if search_rule == "adaptive-v1" else cls()
+
+    @property
+    def name(self) -> str:
+        """The ``search_rule`` string of records searched with this rule."""
+        return f"adaptive-v{self.version}"
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The stored ``rule_params`` (the version is the record's ``search_rule``)."""
+        out = dataclasses.asdict(self)
+        del out["version"]
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -561,7 +588,7 @@ def search_widths(probe: Callable, num: int, widths: Sequence[int], strategy: st
         censored = [e.status == "censored" for e in estimates]
         nonmono = [bool(e.non_monotone) for e in estimates]
     return SearchOutcome(min_width=result, censored=censored, non_monotone=nonmono, probes=probes,
-                         estimates=estimates, rule=RULES[strategy],
+                         estimates=estimates, rule=rule.name if strategy == "adaptive" else RULES[strategy],
                          rule_params=rule.to_dict() if strategy == "adaptive" else {})
 
 

@@ -45,7 +45,7 @@ def run_chunk(spec: SweepSpec, chunk: Chunk, *, spec_hash_: str | None = None,
     """
     import jax
 
-    from ftcjax import min_width_batch
+    from ftcjax import AdaptiveRule, min_width_batch
     from ftcjax.sweep.cells import kernel_inputs
 
     h = spec_hash_ or spec_hash(spec)
@@ -56,7 +56,8 @@ def run_chunk(spec: SweepSpec, chunk: Chunk, *, spec_hash_: str | None = None,
     inp = kernel_inputs(spec.seed, instances, widths=spec.widths, strategy=spec.strategy, form_options=options,
                         chunk_size=spec.chunk_size)
     results = min_width_batch(inp.problems, keys=inp.train_keys, protocol=inp.protocol, widths=inp.widths,
-                              strategy=inp.strategy, report=spec.report, form=inp.form)
+                              strategy=inp.strategy, report=spec.report, form=inp.form,
+                              rule=AdaptiveRule.named(spec.search_rule) if spec.strategy == "adaptive" else None)
     results = jax.device_get(results)
     proto = inp.protocol.to_dict()
     records = []
@@ -86,15 +87,13 @@ def _trainable_params(form, size, problems, protocol):
                            frozen_shapes=frozen_shapes(problems.frozen))
 
 
-def _refuse_other_search_rule(out_dir, records, strategy: str) -> None:
+def _refuse_other_search_rule(out_dir, records, search_rule: str) -> None:
     """A run directory holds one search rule: resuming records of another version would mix the two."""
-    from ftcjax._src.search import RULES
-
-    now = RULES[strategy]
-    other = sorted({r.get("search_rule") for r in records if r.get("search_rule") not in (None, now)})
+    other = sorted({r.get("search_rule") for r in records if r.get("search_rule") not in (None, search_rule)})
     if other:
-        raise FTCInputError(f"{out_dir}: its records were searched with {', '.join(other)}, this ftcjax searches "
-                            f"with {now}; resuming would mix the two rules in one run: write to a new --out "
+        raise FTCInputError(f"{out_dir}: its records were searched with {', '.join(other)}, this spec searches "
+                            f"with {search_rule}; resuming would mix the two rules in one run: pin "
+                            f"width.rule = \"{other[0]}\" in the spec to continue it, or write to a new --out "
                             "directory (this one still reports as it is)")
 
 
@@ -143,6 +142,9 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, shard_index: int = 0, sha
     too_big = guards.memory_problems(spec)  # jax is up: device memory is known
     if too_big:
         raise FTCInputError("\n".join(too_big))
+    if run_dir.exists():  # before prepare may grow the manifest of a run this spec cannot continue
+        _refuse_other_search_rule(out_dir, run_dir.load(expected_spec_hash=spec.hash).records.values(),
+                                  spec.search_rule)
     manifest = run_dir.prepare(spec, env)
     h = manifest["spec_hash"]
     name = writer_name(shard_index, shard_count)
@@ -152,7 +154,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, shard_index: int = 0, sha
     run_dir.clean_temporaries()
     notes = run_dir.quarantine()  # unusable lines out of the way: their instances become pending
     loaded = run_dir.load(expected_spec_hash=h)
-    _refuse_other_search_rule(out_dir, loaded.records.values(), spec.strategy)
+    _refuse_other_search_rule(out_dir, loaded.records.values(), spec.search_rule)
     done = set(loaded.records)
     todo = pending_chunks(mine, done)
     skipped = len(mine) - len(todo)

@@ -27,7 +27,7 @@ of the minimal-width search, a seed and the batching knobs::
     [width]                     # candidate widths: lower/upper/step or an explicit list `values`
     lower = 1
     upper = 24
-    strategy = "bisect"
+    strategy = "bisect"        # rule = "adaptive-v1" would pin a version of a strategy (default: its newest)
 
     [batch]
     chunk_size = 8              # instances per chunk (fixes the batch layout, hence the bits)
@@ -154,7 +154,7 @@ _fill_defaults()
 _REQUIRED = ("N", "K")
 
 TOP_KEYS = {"name", "description", "seed", "replicates", "grid", "train", "width", "batch", "form", "portfolio"}
-WIDTH_KEYS = {"lower", "upper", "step", "values", "strategy", "report"}
+WIDTH_KEYS = {"lower", "upper", "step", "values", "strategy", "rule", "report"}
 BATCH_KEYS = {"chunk_size"}
 _SEED_LIMIT = 2**32
 
@@ -173,6 +173,9 @@ class SweepSpec:
         product of the axes in this order, minus the cells with ``N > K``.
       widths: sorted candidate widths of the minimal-width search.
       strategy: the search rule: "adaptive" (default), "bisect" or "grid".
+      rule: a pinned version of the strategy's rule (e.g. "adaptive-v1", to reproduce records of an
+        older rule), or "" for the newest (:attr:`search_rule` is the one in effect). Not part of the
+        hash: every record carries its ``search_rule`` and a run directory holds one.
       report: which adaptive width the records' ``min_width`` (and so every report) holds:
         "typical" (w50, default) or "existence" (smallest width with any success).
       chunk_size: instances per chunk.
@@ -192,6 +195,7 @@ class SweepSpec:
     chunk_size: int
     text: str = dataclasses.field(default="", compare=False)
     report: str = "typical"
+    rule: str = ""
     # The optional [form] table's non-axis options (LoRA layers, alpha, ranks) as sorted pairs; empty
     # without the table (see ftcjax.sweep.form_axes).
     form_options: tuple = ()
@@ -217,6 +221,13 @@ class SweepSpec:
         return out
 
     @property
+    def search_rule(self) -> str:
+        """The versioned search rule this spec searches with: the pinned ``rule`` or the strategy's newest."""
+        from ftcjax._src.search import RULES
+
+        return self.rule or RULES[self.strategy]
+
+    @property
     def num_instances(self) -> int:
         return len(self.cells()) * self.replicates
 
@@ -238,9 +249,11 @@ def canonical_dict(spec: SweepSpec) -> dict[str, Any]:
         "replicates": spec.replicates,
         "grid": {k: list(axes[k]) for k in GRID_AXES},
         "train": {k: list(v) for k, v in spec.axes if k in TRAIN_AXES},
-        # "report" only when not the default, so specs written before it keep their hash
+        # "report" only when not the default, so specs written before it keep their hash; "rule" only
+        # when pinned (it is outside the hash: see identity_dict)
         "width": {"values": list(spec.widths), "strategy": spec.strategy,
-                  **({"report": spec.report} if spec.report != "typical" else {})},
+                  **({"report": spec.report} if spec.report != "typical" else {}),
+                  **({"rule": spec.rule} if spec.rule else {})},
         "batch": {"chunk_size": spec.chunk_size},
     }
     if spec.form_options:  # only form sweeps carry the key
@@ -264,11 +277,14 @@ def identity_dict(canon: dict[str, Any]) -> dict[str, Any]:
     candidate widths, the search strategy and the chunk size, which decide the stored results. A
     ``[form]`` table and a portfolio are covered whole (their options and members decide every
     result of their cells; such sweeps grow along the grid, train axes and replicates only).
+    The version of the search rule (``width.rule``) is not: every record carries its own
+    ``search_rule``, a run refuses a directory whose records were searched with another, and so a spec
+    written before rules had versions keeps its hash when it pins the version its records used.
     """
     out = {
         "seed": canon["seed"],
         "axes": {t: sorted(canon[t]) for t in ("grid", "train")},
-        "width": canon["width"],
+        "width": {k: v for k, v in canon["width"].items() if k != "rule"},
         "batch": canon["batch"],
     }
     for key in ("form", "portfolio"):
@@ -305,6 +321,10 @@ def growth_problems(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if new.get("replicates", 0) < old.get("replicates", 0):
         out.append(f"replicates: {old['replicates']} in the run directory, {new['replicates']} in the new "
                    "spec (a spec may add replicates, not remove them)")
+    old_rule, new_rule = (s.get("width", {}).get("rule") for s in (old, new))
+    if old_rule and new_rule and old_rule != new_rule:
+        out.append(f"width.rule: {old_rule} in the run directory, {new_rule} in the new spec (a run directory "
+                   "holds one search rule)")
     return out
 
 
@@ -557,9 +577,10 @@ def _parse_axes(grid: dict[str, Any], train: dict[str, Any], errs: list[str]) ->
     return axes
 
 
-def _parse_widths(width: dict[str, Any], errs: list[str]) -> tuple[list[int] | None, str, str]:
-    """Candidate widths (an explicit list or lower/upper/step), the search strategy and the reported width."""
-    from ftcjax._src.search import DEFAULT_STRATEGY, REPORT_WIDTHS, STRATEGIES
+def _parse_widths(width: dict[str, Any], errs: list[str]) -> tuple[list[int] | None, str, str, str]:
+    """Candidate widths (an explicit list or lower/upper/step), the search strategy, the reported width
+    and the pinned rule version ("" for the strategy's newest)."""
+    from ftcjax._src.search import DEFAULT_STRATEGY, REPORT_WIDTHS, RULE_VERSIONS, STRATEGIES
 
     widths: list[int] | None = None
     if "values" in width:
@@ -600,7 +621,13 @@ def _parse_widths(width: dict[str, Any], errs: list[str]) -> tuple[list[int] | N
     report = width.get("report", "typical")
     if report not in REPORT_WIDTHS:
         errs.append(f"width.report: unknown value {_fmt(report)}; choose one of {', '.join(REPORT_WIDTHS)}")
-    return widths, strategy, report
+    rule = width.get("rule", "")
+    versions = RULE_VERSIONS.get(strategy, ())
+    if "rule" in width and strategy in RULE_VERSIONS and rule not in versions:
+        errs.append(f"width.rule: {_fmt(rule)} is not a version of strategy {strategy!r}; choose one of "
+                    f"{', '.join(versions)}")
+        rule = ""
+    return widths, strategy, report, rule
 
 
 def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None = None,
@@ -646,7 +673,7 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
         portfolio = parse_portfolio(data["portfolio"], TRAIN_AXES, axes, errs)
         if portfolio:
             axes["member"] = [name for name, _ in portfolio]
-    widths, strategy, report = _parse_widths(width, errs)
+    widths, strategy, report, rule = _parse_widths(width, errs)
     chunk_size = batch.get("chunk_size", SWEEP_DEFAULTS["batch.chunk_size"])
     if not _is_int(chunk_size) or chunk_size < 1:
         errs.append(f"batch.chunk_size: {_fmt(chunk_size)} must be a positive integer")
@@ -667,7 +694,7 @@ def spec_from_dict(data: dict[str, Any], *, text: str = "", source: str | None =
     if not errs:
         ordered = tuple((k, tuple(v)) for k, v in axes.items() if v is not None)
         spec = SweepSpec(name=name, description=description, seed=seed, replicates=replicates,
-                         axes=ordered, widths=tuple(widths or ()), strategy=strategy, report=report,
+                         axes=ordered, widths=tuple(widths or ()), strategy=strategy, report=report, rule=rule,
                          chunk_size=chunk_size, text=text, form_options=form_options, portfolio=portfolio,
                          overrides=tuple(overrides))
         if not spec.cells():

@@ -16,6 +16,8 @@ Rows (warm timings, compile excluded, best of ``--reps``):
 * LM memory: XLA's compiled memory analysis of LM's segment kernel (all lanes, all devices) against
   its model, per lane ``8 (K P + P^2 + 6 P + (d + 2) K)`` bytes (the Jacobian, the normal matrix,
   parameters / step / gradient / trial vectors, the lane's data). Target: within 2x.
+* T64 (2-layer 1 -> 64 -> 1, K = 64, P = 193): the top width bucket of the committed sweeps with an
+  LM member, where the solve (``P^3``) outweighs the Jacobian (``K P^2``).
 * W2, LM vs ``scipy.optimize.least_squares(method="lm")`` per instance with an analytic numpy
   Jacobian and the same iteration budget (``max_nfev``): what a user would write instead. Target:
   ftcjax's batched LM at least 20x faster per instance.
@@ -118,7 +120,9 @@ def main(argv=None):
     iters = 20 if q else args.lm_iters
     adam_steps = 200 if q else 1000
     rows = []
-    for name, depth, m, K, d, lanes in (("W1", 3, 12, 1000, 10, 4 if q else 8), ("W2", 2, 16, 64, 2, 16 if q else 64)):
+    # T64: the top bucket of the committed LM sweeps (worst_case, alternating: 2-layer, d = 1, widths to 64)
+    for name, depth, m, K, d, lanes in (("W1", 3, 12, 1000, 10, 4 if q else 8), ("W2", 2, 16, 64, 2, 16 if q else 64),
+                                        ("T64", 2, 64, 64, 1, 4 if q else 16)):
         probs = _problems(lanes, K, d)
         keys = jax.random.split(jax.random.key(1), lanes)
         widths = np.full(lanes, m)

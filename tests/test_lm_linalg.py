@@ -13,24 +13,42 @@ import ftcjax
 from ftcjax._src import lm
 
 
-@pytest.mark.parametrize("P", [1, 2, 7, 40])
-def test_cholesky_and_solve_match_numpy_in_float64(P):
+@pytest.mark.parametrize("P, blocks", [(1, {}), (2, {}), (7, {}), (40, {}), (115, {}),
+                                       (7, dict(min_block=2)), (40, dict(min_block=3, max_blocks=9)),
+                                       (40, dict(max_blocks=1))])
+def test_cholesky_and_solve_match_numpy_in_float64(P, blocks):
+    # blocks of every kind: one (the column loop), several equal ones, a smaller last one (7 = 2+2+2+1)
     rng = np.random.default_rng(P)
     B = rng.standard_normal((P, P + 3))
     M = B @ B.T + 1e-3 * np.eye(P)
     b = rng.standard_normal(P)
     with jax.enable_x64(True):
-        L = np.asarray(lm.cholesky(jnp.asarray(M)))
-        x = np.asarray(lm.cho_solve(jnp.asarray(L), jnp.asarray(b)))
+        factor = lm.cho_factor(jnp.asarray(M), **blocks)
+        L = np.asarray(factor.lower())
+        x = np.asarray(lm.cho_solve(factor, jnp.asarray(b)))
     np.testing.assert_allclose(L, np.linalg.cholesky(M), rtol=1e-10, atol=1e-12)
     assert np.all(np.triu(L, 1) == 0)
+    for d, xt in zip(factor.diag, factor.inv_t):
+        np.testing.assert_allclose(np.asarray(xt).T @ np.asarray(d), np.eye(d.shape[0]), atol=1e-9)
     np.testing.assert_allclose(x, np.linalg.solve(M, b), rtol=1e-8, atol=1e-10)
+
+
+def test_the_block_count_follows_the_size_rule():
+    for P, nb in ((1, 1), (24, 1), (25, 2), (65, 3), (115, 4), (301, 4)):
+        with jax.enable_x64(True):
+            f = lm.cho_factor(jnp.eye(P))
+        assert len(f.diag) == nb and sum(d.shape[0] for d in f.diag) == P, (P, [d.shape for d in f.diag])
 
 
 def test_not_positive_definite_gives_nan_so_the_step_is_rejected():
     with jax.enable_x64(True):
         L = lm.cholesky(jnp.asarray([[1.0, 2.0], [2.0, 1.0]]))
-    assert np.isnan(np.asarray(L)[1, 1])
+        x = lm.cho_solve(lm.cho_factor(jnp.asarray([[1.0, 2.0], [2.0, 1.0]])), jnp.ones(2))
+        # a block after an indefinite one is NaN too: the whole step is
+        M = np.eye(50)
+        M[3, 3] = -1.0
+        y = lm.cho_solve(lm.cho_factor(jnp.asarray(M)), jnp.ones(50))
+    assert np.isnan(np.asarray(L)[1, 1]) and np.isnan(np.asarray(x)).all() and np.isnan(np.asarray(y)).all()
 
 
 def test_lm_kernel_calls_no_lapack():

@@ -14,7 +14,7 @@ bucket's; only the live ones may move). One iteration at ``theta``:
 2. normal matrix ``A = J^T J (P, P)`` and gradient ``g = J^T r (P,)``; rows and columns of masked
    parameters are replaced by the identity (their Jacobian columns are exactly 0 anyway), so their
    step is exactly 0 and they stay exactly 0;
-3. solve ``(A + mu D) delta = -g`` by Cholesky (:func:`cholesky`, in jax ops), evaluate the trial ``theta + delta`` and accept it only
+3. solve ``(A + mu D) delta = -g`` by a blocked Cholesky (:func:`cho_factor`, in jax ops), evaluate the trial ``theta + delta`` and accept it only
    if the loss drops (gain ratio ``rho > 0``); update ``mu`` (Nielsen: ``D = I``,
    ``mu *= max(1/3, 1 - (2 rho - 1)^3)`` on success, ``mu *= nu, nu *= 2`` on failure; Marquardt:
    ``D = diag(A)`` floored, ``mu /= 10`` or ``mu *= 10``).
@@ -43,37 +43,98 @@ from jax.flatten_util import ravel_pytree
 # on a 2-core machine then hold both pool threads and wait forever (seen as sweeps and the trainer
 # benchmark hanging in BlockUntilReady; gdb: both tf_XLAEigen threads in lapack_dpotrf_ffi ->
 # ParallelBatchMap -> BlockingCounter::Wait); every batched LAPACK kernel of that jaxlib (LU, triangular
-# solve and QR included: objdump of _lapack.so) does the same, so none is used. These loops cost
-# 2 P^3 flops against LAPACK's P^3 / 3, small beside forming J^T J (2 K P^2), and run alike on every backend.
-def cholesky(M):
-    """Lower Cholesky factor ``L (P, P)`` of a symmetric positive definite ``M (P, P)`` (Crout order).
+# solve and QR included: objdump of _lapack.so) does the same, so none is used.
+#
+# Blocked, right-looking: each diagonal block is factored by a short loop that also inverts it, the
+# panel below it is one matmul with that inverse and the trailing matrix one matmul update, so about
+# P^3 / 3 flops, most of them in matmuls, where one column loop over the whole matrix took 2 P^3 in
+# matrix-vector products. Few blocks: each adds a loop to compile (~0.25 s) and a step to the solve.
+# Measured (benchmarks/README, "Blocked Cholesky"; 4 lanes vmapped, factor and solve): P = 65 0.17 ->
+# 0.15 ms, P = 115 0.71 -> 0.35 ms, P = 301 12.7 -> 3.2 ms at 4 blocks (6 or 8: within 10%, slower
+# compiles). One block is the column loop itself (small P).
+CHOLESKY_MAX_BLOCKS = 4
+CHOLESKY_MIN_BLOCK = 24
 
-    NaN where ``M`` is not positive definite (as LAPACK's through jax), so such a step is rejected.
+
+class CholeskyFactor(NamedTuple):
+    """``M = L L^T`` by blocks: ``diag[k] (b_k, b_k)`` the diagonal blocks of ``L``, ``inv_t[k]`` the
+    transposed inverse of ``diag[k]``, ``panel[k] (P - end_k, b_k)`` the block column below ``diag[k]``
+    (``(0, b_k)`` for the last block)."""
+
+    diag: tuple
+    inv_t: tuple
+    panel: tuple
+
+    def lower(self):
+        """The full lower factor ``L (P, P)`` (for tests and inspection; the solve never forms it)."""
+        P = sum(d.shape[0] for d in self.diag)
+        L = jnp.zeros((P, P), self.diag[0].dtype)
+        k0 = 0
+        for d, pan in zip(self.diag, self.panel):
+            b = d.shape[0]
+            L = L.at[k0:k0 + b, k0:k0 + b].set(d).at[k0 + b:, k0:k0 + b].set(pan)
+            k0 += b
+        return L
+
+
+def _diagonal_block(T):
+    """Lower Cholesky factor ``L (b, b)`` of a small SPD ``T`` and ``inv(L)^T``, in one loop: column
+    ``j`` of ``L`` (Crout: columns >= j still 0), then column ``j`` of ``inv(L)^T`` (row ``j`` of ``L``
+    is complete then)."""
+    b = T.shape[0]
+    rows = jnp.arange(b)
+    eye = jnp.eye(b, dtype=T.dtype)
+
+    def column(j, c):
+        L, Xt = c
+        v = T[:, j] - L @ L[j, :]
+        L = L.at[:, j].set(jnp.where(rows >= j, v / jnp.sqrt(v[j]), 0.0))
+        return L, Xt.at[:, j].set((eye[:, j] - Xt @ L[j, :]) / L[j, j])
+
+    zero = jnp.zeros_like(T)
+    return jax.lax.fori_loop(0, b, column, (zero, zero))
+
+
+def cho_factor(M, *, max_blocks: int = CHOLESKY_MAX_BLOCKS, min_block: int = CHOLESKY_MIN_BLOCK) -> CholeskyFactor:
+    """Blocked Cholesky factor of a symmetric positive definite ``M (P, P)``.
+
+    ``ceil(P / min_block)`` blocks, at most ``max_blocks``, of equal size (the last smaller). NaN where
+    ``M`` is not positive definite (as LAPACK's through jax), so such a step is rejected.
     """
     P = M.shape[0]
-    rows = jnp.arange(P)
+    nb = max(1, min(max_blocks, -(-P // min_block)))
+    b = -(-P // nb)
+    diag, inv_t, panel = [], [], []
+    T = M
+    for k0 in range(0, P, b):
+        n = min(b, P - k0)
+        L11, X = _diagonal_block(T[:n, :n])
+        L21 = T[n:, :n] @ X            # A21 L11^{-T}
+        T = T[n:, n:] - L21 @ L21.T    # the trailing matrix, still SPD
+        diag.append(L11)
+        inv_t.append(X)
+        panel.append(L21)
+    return CholeskyFactor(tuple(diag), tuple(inv_t), tuple(panel))
 
-    def column(j, L):
-        v = M[:, j] - L @ L[j, :]  # columns >= j of L are still 0
-        return L.at[:, j].set(jnp.where(rows >= j, v / jnp.sqrt(v[j]), 0.0))
 
-    return jax.lax.fori_loop(0, P, column, jnp.zeros_like(M))
+def cholesky(M, **blocks):
+    """Lower Cholesky factor ``L (P, P)`` of a symmetric positive definite ``M (P, P)`` (:func:`cho_factor`)."""
+    return cho_factor(M, **blocks).lower()
 
 
-def cho_solve(L, b):
-    """``x (P,)`` with ``L L^T x = b`` for a lower-triangular ``L (P, P)`` (two substitutions)."""
-    P = b.shape[0]
-
-    def forward(i, y):
-        return y.at[i].set((b[i] - L[i, :] @ y) / L[i, i])
-
-    y = jax.lax.fori_loop(0, P, forward, jnp.zeros_like(b))
-
-    def backward(k, x):
-        i = P - 1 - k
-        return x.at[i].set((y[i] - L[:, i] @ x) / L[i, i])
-
-    return jax.lax.fori_loop(0, P, backward, jnp.zeros_like(b))
+def cho_solve(factor: CholeskyFactor, b):
+    """``x (P,)`` with ``L L^T x = b`` (block substitutions: one matrix-vector product per block)."""
+    r, ys = b, []
+    for X, L21 in zip(factor.inv_t, factor.panel):
+        n = X.shape[0]
+        y = X.T @ r[:n]
+        ys.append(y)
+        r = r[n:] - L21 @ y
+    x = None
+    for X, L21, y in zip(factor.inv_t[::-1], factor.panel[::-1], ys[::-1]):
+        xk = X @ (y if x is None else y - L21.T @ x)
+        x = xk if x is None else jnp.concatenate([xk, x])
+    return x
 
 
 # Jacobian blocks, for residuals LM cannot split by sample (no ``sample_fn``; fit_batch always gives
@@ -232,7 +293,7 @@ def step(residual_fn, params, state: LMState, *, live, tau, damping: str, sample
         D = eye
     else:
         D = jnp.diag(jnp.maximum(diag, 1e-12 * jnp.maximum(jnp.max(diag), 1.0)))
-    delta = -cho_solve(cholesky(A + mu * D), g) * pm
+    delta = -cho_solve(cho_factor(A + mu * D), g) * pm
     v_new = v + delta
     r_new = res(v_new)
     loss, loss_new = 0.5 * jnp.sum(r * r), 0.5 * jnp.sum(r_new * r_new)

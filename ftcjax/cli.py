@@ -191,6 +191,21 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--over", choices=("N", "K"), help="the axis the gap is fitted against (default: the report's)")
     b.add_argument("--out", metavar="DIR", help="where bracket.md and bracket.png/.pdf go (default DIR/figures)")
 
+    c = sub.add_parser("cache", formatter_class=_formatter,
+                       help="show or clear the persistent compilation cache",
+                       description="Show where the persistent compilation cache is (the one `ftcjax run` uses "
+                                   "with the same --compilation-cache and environment), what it holds per jax "
+                                   "version (jax's entries and ftcjax's compiled training segments) and its size; "
+                                   "--clear deletes this jax version's part (a later run recompiles).",
+                       epilog="examples:\n  ftcjax cache\n  ftcjax cache --clear\n  ftcjax cache --clear --all-versions\n"
+                              "  ftcjax cache --compilation-cache /scratch/me/ftc --json")
+    c.add_argument("--compilation-cache", metavar="DIR|off",
+                   help="the cache root to inspect (default: as `ftcjax run`: $FTCJAX_COMPILATION_CACHE, else "
+                        "$XDG_CACHE_HOME/ftcjax or ~/.cache/ftcjax)")
+    c.add_argument("--clear", action="store_true", help="delete this jax version's cache directory")
+    c.add_argument("--all-versions", action="store_true", help="with --clear: every jax version's")
+    c.add_argument("--json", action="store_true", help="print the listing as JSON")
+
     f = sub.add_parser("figures", formatter_class=_formatter, help="draw the figures of a run",
                        description="Write every figure the stored results allow (PNG and PDF by default).",
                        epilog="examples:\n  ftcjax figures runs/default --out figs/\n"
@@ -473,6 +488,58 @@ def _cmd_bracket(args) -> int:
     return 0
 
 
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _cmd_cache(args) -> int:
+    import json
+
+    from ftcjax.sweep import compile_cache as cc
+
+    if args.all_versions and not args.clear:
+        raise FTCInputError("--all-versions: only with --clear")
+    _check_name("--compilation-cache", args.compilation_cache)
+    root = cc.cache_root(args.compilation_cache)
+    source = ("--compilation-cache" if args.compilation_cache is not None
+              else f"${cc.ENV_VAR}" if os.environ.get(cc.ENV_VAR) is not None else "the default location")
+    if root is None:
+        if args.json:
+            print(json.dumps({"root": None, "source": source, "versions": []}))
+        else:
+            print(f"compilation cache: off ({source})")
+        return 0
+    if args.clear:
+        removed = cc.clear_cache(root, all_versions=args.all_versions)
+        freed = sum(e["jax_bytes"] + e["executables_bytes"] for e in removed)
+        if args.json:
+            print(json.dumps({"root": str(root), "source": source, "removed": removed}))
+        elif removed:
+            print(f"removed {', '.join(e['version'] for e in removed)} from {root}: {_size(freed)} freed")
+        else:
+            print(f"nothing to remove: {root} holds no cache of "
+                  f"{'any jax version' if args.all_versions else cc.version_key()}")
+        return 0
+    usage = cc.cache_usage(root)
+    if args.json:
+        print(json.dumps({"root": str(root), "source": source, "current": cc.version_key(), "versions": usage}))
+        return 0
+    print(f"compilation cache: {root} ({source})")
+    if not usage:
+        print(f"  empty: the first run compiles into {root / cc.version_key()}")
+    for e in usage:
+        mark = "  <- this jax" if e["current"] else ""
+        print(f"  {e['version']}: {_size(e['jax_bytes'] + e['executables_bytes'])} "
+              f"(jax entries {e['jax_entries']}, {_size(e['jax_bytes'])}; ftcjax executables "
+              f"{e['executables']}, {_size(e['executables_bytes'])}){mark}")
+    if len(usage) > 1:
+        print(f"  total {_size(sum(e['jax_bytes'] + e['executables_bytes'] for e in usage))}")
+    return 0
+
+
 def _cmd_convergence(args) -> int:
     from ftcjax._convergence_cli import run_action
 
@@ -483,7 +550,7 @@ def _cmd_convergence(args) -> int:
 
 _COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "status": _cmd_status, "export": _cmd_export,
              "report": _cmd_report, "figures": _cmd_figures, "convergence": _cmd_convergence,
-             "bracket": _cmd_bracket}
+             "bracket": _cmd_bracket, "cache": _cmd_cache}
 
 
 def _one_line(msg: str) -> str:

@@ -184,3 +184,68 @@ def test_not_a_directory_and_cli_error_is_one_line(tmp_path):
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "directory above it" in err[0] and str(bad) in err[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _fake_cache(root: Path) -> dict:
+    """A cache root with this jax's directory, an older version's, and a folder that is not ftcjax's."""
+    root.mkdir(mode=0o700)
+    now = root / cc.version_key()
+    old = root / "jax-0.0.1-jaxlib-0.0.1"
+    for d, n_jax, n_exe in ((now, 3, 2), (old, 1, 0)):
+        (d / cc.EXECUTABLES_DIRNAME).mkdir(mode=0o700, parents=True)
+        for i in range(n_jax):
+            (d / f"jit_k{i}-cache").write_bytes(b"j" * (100 + i))
+        for i in range(n_exe):
+            (d / cc.EXECUTABLES_DIRNAME / f"{i:064x}.exe").write_bytes(b"e" * 1000)
+    (root / "notes").mkdir()
+    (root / "notes" / "keep.txt").write_text("mine")
+    return {"now": now, "old": old}
+
+
+def test_cache_usage_counts_jax_entries_and_executables_per_version(tmp_path):
+    dirs = _fake_cache(tmp_path / "c")
+    usage = cc.cache_usage(tmp_path / "c")
+    assert [u["version"] for u in usage] == sorted([dirs["now"].name, dirs["old"].name])  # not "notes"
+    now = next(u for u in usage if u["current"])
+    assert (now["jax_entries"], now["jax_bytes"], now["executables"], now["executables_bytes"]) == (3, 303, 2, 2000)
+    old = next(u for u in usage if not u["current"])
+    assert (old["jax_entries"], old["jax_bytes"], old["executables"]) == (1, 100, 0)
+    assert cc.cache_usage(tmp_path / "absent") == []
+
+
+def test_clear_removes_only_version_directories_of_a_private_root(tmp_path):
+    root = tmp_path / "c"
+    dirs = _fake_cache(root)
+    (removed,) = cc.clear_cache(root)
+    assert removed["current"] and not dirs["now"].exists() and dirs["old"].exists()
+    assert [r["version"] for r in cc.clear_cache(root, all_versions=True)] == [dirs["old"].name]
+    assert (root / "notes" / "keep.txt").read_text() == "mine" and cc.cache_usage(root) == []
+    root.chmod(0o777)
+    with pytest.raises(FTCInputError, match="writable by group/others"):
+        cc.clear_cache(root)
+
+
+def test_cache_command_lists_clears_and_reports_off(tmp_path):
+    root = tmp_path / "c"
+    _fake_cache(root)
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES", cc.ENV_VAR)}
+    env.update(PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", XDG_CACHE_HOME=str(tmp_path))  # default root = tmp/ftcjax
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "ftcjax.cli", "cache", *args], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+
+    shown = cli("--compilation-cache", str(root))
+    assert shown.returncode == 0, shown.stderr
+    assert f"compilation cache: {root} (--compilation-cache)" in shown.stdout
+    assert "jax entries 3, 303 B; ftcjax executables 2, 2.0 KiB)  <- this jax" in shown.stdout
+    listed = json.loads(cli("--compilation-cache", str(root), "--json").stdout)
+    assert listed["root"] == str(root) and len(listed["versions"]) == 2
+    default = cli()
+    assert f"compilation cache: {tmp_path / 'ftcjax'} (the default location)" in default.stdout
+    assert "empty" in default.stdout
+    cleared = cli("--compilation-cache", str(root), "--clear")
+    assert cleared.returncode == 0 and cleared.stdout.startswith(f"removed {cc.version_key()} from {root}: ")
+    assert cli("--compilation-cache", "off").stdout.strip() == "compilation cache: off (--compilation-cache)"
+    bad = cli("--all-versions")
+    assert bad.returncode == 2 and bad.stderr.strip() == "ftcjax: error: --all-versions: only with --clear"

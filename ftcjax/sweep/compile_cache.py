@@ -18,11 +18,14 @@ someone else or writable by group/others (a sticky directory such as /tmp may be
 The directory used is recorded in every run's manifest (``environment.compilation_cache_dir``).
 ``ftcjax-executables/`` keeps its least recently used programs within a bound (1 GiB, or jax's
 ``jax_compilation_cache_max_size`` when set); jax's own entries are jax's to bound (unbounded by
-default; its eviction needs the ``filelock`` package).
+default; its eviction needs the ``filelock`` package). ``ftcjax cache`` shows what the cache holds
+per jax version (:func:`cache_usage`) and ``ftcjax cache --clear`` empties it (:func:`clear_cache`).
 """
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import stat
 from importlib import metadata
 from pathlib import Path
@@ -31,7 +34,7 @@ from typing import Mapping, Optional
 from ftcjax._src.errors import FTCInputError
 
 __all__ = ["ENV_VAR", "OFF", "cache_root", "versioned_cache_dir", "check_private_dir",
-           "ensure_private_dir", "configure_compilation_cache"]
+           "ensure_private_dir", "configure_compilation_cache", "cache_usage", "clear_cache"]
 
 ENV_VAR = "FTCJAX_COMPILATION_CACHE"
 OFF = ("off", "none", "")
@@ -161,3 +164,75 @@ def configure_compilation_cache(option: Optional[str] = None, *,
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+# what version_key() makes: only such directories of a cache root are listed and cleared
+_VERSION_DIR = re.compile(r"^jax-[^/\\]+-jaxlib-[^/\\]+$")
+EXECUTABLES_DIRNAME = "ftcjax-executables"  # ftcjax._src.executables.STORE_DIRNAME (that module imports jax)
+
+
+def _tree_size(path: Path) -> tuple[int, int]:
+    """(regular files, bytes) under ``path``, links not followed; vanished files skipped."""
+    files = size = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files += 1
+                size += st.st_size
+    return files, size
+
+
+def cache_usage(root: Path) -> list[dict]:
+    """What a cache root holds, one dict per jax-version directory (sorted by name).
+
+    Each: ``{"version", "path", "current" (this jax's), "jax_entries", "jax_bytes",
+    "executables", "executables_bytes"}`` (jax's own entries, and ftcjax's compiled segments in
+    ``ftcjax-executables/``). Directories not named like :func:`version_key` are not ftcjax's and
+    not listed. An absent root holds nothing.
+
+    Raises:
+      FTCInputError: ``root`` exists but is not a directory of this user's alone.
+    """
+    root = Path(root)
+    if not os.path.lexists(root):
+        return []
+    check_private_dir(root)
+    now = version_key()
+    out = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if not (_VERSION_DIR.match(entry.name) and entry.is_dir(follow_symlinks=False)):
+            continue
+        path = Path(entry.path)
+        total_files, total_bytes = _tree_size(path)
+        exe_files, exe_bytes = _tree_size(path / EXECUTABLES_DIRNAME) if (path / EXECUTABLES_DIRNAME).is_dir() else (0, 0)
+        out.append({"version": entry.name, "path": str(path), "current": entry.name == now,
+                    "jax_entries": total_files - exe_files, "jax_bytes": total_bytes - exe_bytes,
+                    "executables": exe_files, "executables_bytes": exe_bytes})
+    return out
+
+
+def clear_cache(root: Path, *, all_versions: bool = False) -> list[dict]:
+    """Delete this jax version's cache directory under ``root`` (every version's with
+    ``all_versions``); returns the :func:`cache_usage` entries removed. Only version directories are
+    removed (nothing else a user keeps under the root), and only from a root of this user's alone.
+    A sweep running meanwhile recompiles what it no longer finds.
+
+    Raises:
+      FTCInputError: ``root`` is not a directory of this user's alone, or a directory cannot be removed.
+    """
+    removed = []
+    for entry in cache_usage(root):
+        if not (all_versions or entry["current"]):
+            continue
+        path = Path(entry["path"])
+        check_private_dir(path)
+        try:
+            shutil.rmtree(path)
+        except OSError as e:
+            raise FTCInputError(f"compilation cache {path}: cannot remove it ({e.strerror})") from None
+        removed.append(entry)
+    return removed

@@ -144,10 +144,16 @@ def _nlist(ns) -> str:
 
 
 def choose_axis(records: Sequence[dict]) -> str:
-    """The fit axis: N when the records span several N values, else K when they span several K."""
+    """The fit axis: the one of N and K with more distinct values among the records (N on a tie).
+
+    >>> choose_axis([{"cell": {"N": n, "K": k}} for n in (4, 16) for k in (16, 64, 256)])
+    'K'
+    >>> choose_axis([{"cell": {"N": n, "K": 100}} for n in (1, 2)])
+    'N'
+    """
     ns = {r["cell"].get("N") for r in records}
     ks = {r["cell"].get("K") for r in records}
-    return "K" if len(ns) <= 1 and len(ks) > 1 else "N"
+    return "K" if len(ks) > len(ns) else "N"
 
 
 def _theory(depth, over: str, recs: Sequence[dict]) -> Optional[float]:

@@ -18,6 +18,8 @@ Rows (warm timings, compile excluded, best of ``--reps``):
   parameters / step / gradient / trial vectors, the lane's data). Target: within 2x.
 * T64 (2-layer 1 -> 64 -> 1, K = 64, P = 193): the top width bucket of the committed sweeps with an
   LM member, where the solve (``P^3``) outweighs the Jacobian (``K P^2``).
+* LM's linear solve alone (blocked Cholesky factor and substitutions) at P = 65, 115, 193, 301,
+  against the same code in one block (the column loop), with each one's compile time.
 * W2, LM vs ``scipy.optimize.least_squares(method="lm")`` per instance with an analytic numpy
   Jacobian and the same iteration budget (``max_nfev``): what a user would write instead. Target:
   ftcjax's batched LM at least 20x faster per instance.
@@ -102,6 +104,34 @@ def _scipy_w2(prob, key, width, iters):
     return time.perf_counter() - t0, float(np.mean(out.fun[:len(x)] ** 2))
 
 
+def _solve_rows(reps, lanes=4, sizes=(65, 115, 193, 301)):
+    """LM's linear solve alone (factor + two substitutions, ``lanes`` lanes vmapped, float64): the
+    blocked Cholesky LM uses against the same code in one block (the column loop)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ftcjax._src import lm
+
+    rows = []
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(True):
+        for P in sizes:
+            B = rng.standard_normal((lanes, P, P + 5))
+            M = jnp.asarray(B @ B.transpose(0, 2, 1) + 1e-3 * np.eye(P))
+            g = jnp.asarray(rng.standard_normal((lanes, P)))
+            times = {}
+            for name, kw in (("one block", dict(max_blocks=1)), ("blocked", {})):
+                f = jax.jit(jax.vmap(lambda m, b, kw=kw: lm.cho_solve(lm.cho_factor(m, **kw), b)))
+                t0 = time.perf_counter()
+                f(M, g).block_until_ready()
+                compile_s = time.perf_counter() - t0
+                times[name] = (_time(lambda: f(M, g).block_until_ready(), max(reps, 20)), compile_s)
+            nb = len(lm.cho_factor(jnp.eye(P)).diag)
+            rows.append((P, nb, *(f"{t * 1e3:.3f} ms (compile {c:.2f} s)" for t, c in times.values()),
+                         f"{times['one block'][0] / times['blocked'][0]:.1f}x"))
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer lanes and iterations (a smoke run)")
@@ -163,6 +193,11 @@ def main(argv=None):
     print(f"| scipy least_squares(method='lm'), analytic jac, loop | {t_sp * 1e3:.2f} ms | {l_sp:.3g} |")
     print(f"| ftcjax batched LM | {t_lm * 1e3:.2f} ms | {l_ours:.3g} |")
     print(f"| speed-up | {t_sp / t_lm:.1f}x (target >= 20x) | |")
+    print()
+    print("| LM solve, 4 lanes, f64: P | blocks | one block | blocked | speed-up |")
+    print("|---|---|---|---|---|")
+    for r in _solve_rows(args.reps, sizes=(65, 193) if q else (65, 115, 193, 301)):
+        print("| " + " | ".join(str(c) for c in r) + " |")
 
 
 if __name__ == "__main__":

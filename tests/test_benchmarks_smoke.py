@@ -152,7 +152,9 @@ def test_trainer_benchmark_quick_run_prints_its_tables(capsys):
 
     trainers.main(["--quick", "--reps", "1"])
     out = capsys.readouterr().out
-    assert "| W1 |" in out and "| W2 |" in out and "speed-up" in out
+    assert "| W1 |" in out and "| W2 |" in out and "| T64 |" in out and "speed-up" in out
+    solve = [ln for ln in out.splitlines() if ln.startswith("| 65 | 3 |") or ln.startswith("| 193 | 4 |")]
+    assert len(solve) == 2, out  # the solve table: P, its block count by the size rule
 
 
 @pytest.mark.slow  # compiles four W1-like kernels (~45 s on 2 cores): the ladder must not rot

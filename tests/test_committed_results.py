@@ -58,3 +58,25 @@ def test_committed_bracket_and_fig9_tables_are_regenerated_exactly(src, tmp_path
 def test_every_committed_sweep_ships_its_manifest():
     for src in SWEEPS:
         assert (src / "manifest.json").exists(), src
+
+
+@pytest.mark.parametrize("src", SWEEPS, ids=[p.name for p in SWEEPS])
+def test_every_committed_sweep_is_what_its_spec_would_write(src):
+    # sweeps/<name>.toml as it stands must search with the rule, hash and plan the records were
+    # written with: a new default (a rule version, lanes per step) must not silently orphan them
+    import json
+
+    from ftcjax.sweep.plan import make_plan
+    from ftcjax.sweep.spec import load_spec
+
+    spec = load_spec(REPO / "sweeps" / f"{src.name}.toml")
+    with gzip.open(src / "records.jsonl.gz", "rt") as fh:
+        records = [json.loads(line) for line in fh]
+    assert {r["spec_hash"] for r in records} == {spec.hash}
+    assert {r["search_rule"] for r in records} == {spec.search_rule}
+    planned = {i.id: i.cell for c in make_plan(spec) for i in c.instances}
+    for r in records:
+        assert r["instance_id"] in planned, r["instance_id"]
+        assert planned[r["instance_id"]] == {k: v for k, v in r["cell"].items() if k in planned[r["instance_id"]]}
+    manifest = json.loads((src / "manifest.json").read_text())
+    assert manifest["spec_hash"] == spec.hash and manifest["spec"]["width"] == spec.to_dict()["width"]

@@ -188,15 +188,17 @@ def test_not_a_directory_and_cli_error_is_one_line(tmp_path):
 
 def _fake_cache(root: Path) -> dict:
     """A cache root with this jax's directory, an older version's, and a folder that is not ftcjax's."""
+    from ftcjax._src.executables import STORE_DIRNAME
+
     root.mkdir(mode=0o700)
     now = root / cc.version_key()
     old = root / "jax-0.0.1-jaxlib-0.0.1"
     for d, n_jax, n_exe in ((now, 3, 2), (old, 1, 0)):
-        (d / cc.EXECUTABLES_DIRNAME).mkdir(mode=0o700, parents=True)
+        (d / STORE_DIRNAME).mkdir(mode=0o700, parents=True)
         for i in range(n_jax):
             (d / f"jit_k{i}-cache").write_bytes(b"j" * (100 + i))
         for i in range(n_exe):
-            (d / cc.EXECUTABLES_DIRNAME / f"{i:064x}.exe").write_bytes(b"e" * 1000)
+            (d / STORE_DIRNAME / f"{i:064x}.exe").write_bytes(b"e" * 1000)
     (root / "notes").mkdir()
     (root / "notes" / "keep.txt").write_text("mine")
     return {"now": now, "old": old}

@@ -345,3 +345,16 @@ def test_fisher_drop_is_the_exact_hypergeometric_tail():
     want = min(_hypergeom_sf(6, 12, 7, 6), _hypergeom_sf(6, 12, 10, 6))   # pairs (0, 1), (0, 2); not (1, 2)
     assert _fisher_drop(s, n) == want and want < 0.05
     assert _fisher_drop(np.array([0.0, 2.0, 5.0]), np.array([5.0, 5.0, 5.0])) == 1.0
+
+
+def test_adaptive_rule_versions_name_their_records_and_only_known_ones_exist():
+    from ftcjax._src.errors import FTCInputError
+    from ftcjax._src.search import RULE_VERSIONS, AdaptiveRule
+
+    assert [AdaptiveRule.named(v).name for v in RULE_VERSIONS["adaptive"]] == list(RULE_VERSIONS["adaptive"])
+    assert AdaptiveRule.named("adaptive-v1") == AdaptiveRule.v1() and "version" not in AdaptiveRule.v1().to_dict()
+    for bad in (3, 0, True):
+        with pytest.raises(FTCInputError, match="version"):
+            AdaptiveRule(version=bad)
+    with pytest.raises(FTCInputError, match="unknown adaptive rule"):
+        AdaptiveRule.named("bisect-v1")

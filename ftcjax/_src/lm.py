@@ -48,10 +48,10 @@ from jax.flatten_util import ravel_pytree
 # Blocked, right-looking: each diagonal block is factored by a short loop that also inverts it, the
 # panel below it is one matmul with that inverse and the trailing matrix one matmul update, so about
 # P^3 / 3 flops, most of them in matmuls, where one column loop over the whole matrix took 2 P^3 in
-# matrix-vector products. Few blocks: each adds a loop to compile (~0.25 s) and a step to the solve.
-# Measured (benchmarks/README, "Blocked Cholesky"; 4 lanes vmapped, factor and solve): P = 65 0.17 ->
-# 0.15 ms, P = 115 0.71 -> 0.35 ms, P = 301 12.7 -> 3.2 ms at 4 blocks (6 or 8: within 10%, slower
-# compiles). One block is the column loop itself (small P).
+# matrix-vector products. Few blocks: each adds a loop to compile (~0.15 s) and a step to the solve.
+# Measured (benchmarks/README, "Blocked Cholesky for LM"; 4 lanes vmapped, factor and solve, idle):
+# P = 65 0.15 ms, 115 0.40-0.43, 193 1.1, 301 3.1-3.2 (the column loop before: 0.17, 0.71, -, 12.7,
+# beside a running sweep); 6 or 8 blocks: within 10%, slower compiles. Small P gets one block.
 CHOLESKY_MAX_BLOCKS = 4
 CHOLESKY_MIN_BLOCK = 24
 
@@ -115,11 +115,6 @@ def cho_factor(M, *, max_blocks: int = CHOLESKY_MAX_BLOCKS, min_block: int = CHO
         inv_t.append(X)
         panel.append(L21)
     return CholeskyFactor(tuple(diag), tuple(inv_t), tuple(panel))
-
-
-def cholesky(M, **blocks):
-    """Lower Cholesky factor ``L (P, P)`` of a symmetric positive definite ``M (P, P)`` (:func:`cho_factor`)."""
-    return cho_factor(M, **blocks).lower()
 
 
 def cho_solve(factor: CholeskyFactor, b):

@@ -125,8 +125,8 @@ class AdaptiveRule:
     version: int = 2
 
     def __post_init__(self):
-        if self.version not in (1, 2):
-            raise FTCInputError(f"version: {self.version!r} must be 1 or 2 (adaptive-v1, adaptive-v2)")
+        if isinstance(self.version, bool) or f"adaptive-v{self.version}" not in RULE_VERSIONS["adaptive"]:
+            raise FTCInputError(f"version: {self.version!r} names none of {', '.join(RULE_VERSIONS['adaptive'])}")
         if not 0.5 < self.confidence < 1:
             raise FTCInputError(f"confidence: {self.confidence!r} must be in (0.5, 1)")
         for name in ("min_top_probes", "max_probes_per_width", "look_below"):

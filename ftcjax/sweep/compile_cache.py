@@ -168,7 +168,6 @@ def configure_compilation_cache(option: Optional[str] = None, *,
 
 # what version_key() makes: only such directories of a cache root are listed and cleared
 _VERSION_DIR = re.compile(r"^jax-[^/\\]+-jaxlib-[^/\\]+$")
-EXECUTABLES_DIRNAME = "ftcjax-executables"  # ftcjax._src.executables.STORE_DIRNAME (that module imports jax)
 
 
 def _tree_size(path: Path) -> tuple[int, int]:
@@ -197,6 +196,8 @@ def cache_usage(root: Path) -> list[dict]:
     Raises:
       FTCInputError: ``root`` exists but is not a directory of this user's alone.
     """
+    from ftcjax._src.executables import STORE_DIRNAME
+
     root = Path(root)
     if not os.path.lexists(root):
         return []
@@ -208,7 +209,7 @@ def cache_usage(root: Path) -> list[dict]:
             continue
         path = Path(entry.path)
         total_files, total_bytes = _tree_size(path)
-        exe_files, exe_bytes = _tree_size(path / EXECUTABLES_DIRNAME) if (path / EXECUTABLES_DIRNAME).is_dir() else (0, 0)
+        exe_files, exe_bytes = _tree_size(path / STORE_DIRNAME) if (path / STORE_DIRNAME).is_dir() else (0, 0)
         out.append({"version": entry.name, "path": str(path), "current": entry.name == now,
                     "jax_entries": total_files - exe_files, "jax_bytes": total_bytes - exe_bytes,
                     "executables": exe_files, "executables_bytes": exe_bytes})

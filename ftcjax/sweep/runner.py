@@ -142,9 +142,9 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, shard_index: int = 0, sha
     too_big = guards.memory_problems(spec)  # jax is up: device memory is known
     if too_big:
         raise FTCInputError("\n".join(too_big))
-    if run_dir.exists():  # before prepare may grow the manifest of a run this spec cannot continue
-        _refuse_other_search_rule(out_dir, run_dir.load(expected_spec_hash=spec.hash).records.values(),
-                                  spec.search_rule)
+    # before prepare may write or grow the manifest of a run this spec cannot continue
+    _refuse_other_search_rule(out_dir, run_dir.load(expected_spec_hash=spec.hash).records.values(),
+                              spec.search_rule)
     manifest = run_dir.prepare(spec, env)
     h = manifest["spec_hash"]
     name = writer_name(shard_index, shard_count)
@@ -154,7 +154,6 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, shard_index: int = 0, sha
     run_dir.clean_temporaries()
     notes = run_dir.quarantine()  # unusable lines out of the way: their instances become pending
     loaded = run_dir.load(expected_spec_hash=h)
-    _refuse_other_search_rule(out_dir, loaded.records.values(), spec.search_rule)
     done = set(loaded.records)
     todo = pending_chunks(mine, done)
     skipped = len(mine) - len(todo)

@@ -27,7 +27,7 @@ of the minimal-width search, a seed and the batching knobs::
     [width]                     # candidate widths: lower/upper/step or an explicit list `values`
     lower = 1
     upper = 24
-    strategy = "bisect"        # rule = "adaptive-v1" would pin a version of a strategy (default: its newest)
+    strategy = "bisect"        # or "adaptive" (the default); rule = "adaptive-v1" would pin that older version
 
     [batch]
     chunk_size = 8              # instances per chunk (fixes the batch layout, hence the bits)

@@ -11,13 +11,16 @@ Rows (warm timings, compile excluded, best of ``--reps``):
   Jacobian from per-sample gradients ``3 F + K P`` (``F`` = forward FLOPs ``2 K sum(in * out)``: a
   forward and a backward pass, then each row's outer products; until 2026-12-03 it was made by
   forward mode, ``2 P F``, and counted so), ``J^T J`` ``2 K P^2``, ``J^T r`` ``2 K P``, Cholesky
-  ``P^3 / 3`` and its solve ``2 P^2``, the trial forward ``F``. The column "by the old count" keeps
-  the forward-mode count, for comparison with earlier tables.
+  ``P^3 / 3`` and its solve ``2 P^2``, the trial forward ``F``; when ``P > K`` (since 2026-12-04 LM
+  then solves the ``K x K`` system) ``J D^-1 J^T`` ``2 K^2 P``, Cholesky ``K^3 / 3``, its solve
+  ``2 K^2`` and ``J^T u`` ``2 K P`` instead of the normal matrix and its solve. The column "by the old
+  count" keeps the forward-mode count, for comparison with earlier tables.
 * LM memory: XLA's compiled memory analysis of LM's segment kernel (all lanes, all devices) against
-  its model, per lane ``8 (K P + P^2 + 6 P + (d + 2) K)`` bytes (the Jacobian, the normal matrix,
+  its model, per lane ``8 (K P + min(K, P)^2 + 6 P + (d + 2) K)`` bytes (the Jacobian, the system,
   parameters / step / gradient / trial vectors, the lane's data). Target: within 2x.
 * T64 (2-layer 1 -> 64 -> 1, K = 64, P = 193): the top width bucket of the committed sweeps with an
-  LM member, where the solve (``P^3``) outweighs the Jacobian (``K P^2``).
+  LM member, where the parameter-space solve (``P^3``) would outweigh the Jacobian (``K P^2``); LM
+  solves the ``K x K`` system there.
 * LM's linear solve alone (blocked Cholesky factor and substitutions) at P = 65, 115, 193, 301,
   against the same code in one block (the column loop), with each one's compile time.
 * W2, LM vs ``scipy.optimize.least_squares(method="lm")`` per instance with an analytic numpy
@@ -61,7 +64,11 @@ def _num_params(sizes):
 def _lm_flops(sizes, K, iters, *, jacobian="per-sample"):
     P, F = _num_params(sizes), _forward_flops(sizes, K)
     jac = 3 * F + K * P if jacobian == "per-sample" else 2 * P * F
-    return iters * (jac + 2 * K * P * P + 2 * K * P + P ** 3 / 3 + 2 * P * P + F)
+    if P > K:  # LM solves the K x K system (J D^-1 J^T + mu I) u = r, then delta = -D^-1 J^T u
+        system = 2 * K * K * P + K ** 3 / 3 + 2 * K * K + 2 * K * P
+    else:      # the P x P normal equations
+        system = 2 * K * P * P + P ** 3 / 3 + 2 * P * P
+    return iters * (jac + system + 2 * K * P + F)
 
 
 def _scipy_w2(prob, key, width, iters):
@@ -169,7 +176,7 @@ def main(argv=None):
         frac_old = _lm_flops(sizes, K, iters, jacobian="forward") / t_lm / peak
         P = _num_params(sizes)
         mem = spy.memory_analysis().get("xla_total_bytes")
-        model = lanes * 8 * (K * P + P * P + 6 * P + (d + 2) * K)
+        model = lanes * 8 * (K * P + min(K, P) ** 2 + 6 * P + (d + 2) * K)
         rows.append((name, f"P={P}", lanes, f"{t_adam * 1e3:.2f} ms ({adam_steps} steps, f32)",
                      f"{t_lm * 1e3:.2f} ms ({iters} it, f64)", f"{t_lm / t_adam:.2f}", f"{100 * frac:.1f}%",
                      f"{100 * frac_old:.1f}%",

@@ -136,3 +136,49 @@ def test_per_sample_jacobian_is_the_jacobian(K):
     assert np.abs(want).max() > 0.1
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14 * np.abs(want).max())
     assert not got[:, np.asarray(scale) == 0].any()      # masked columns exactly zero
+
+
+MUS = (-1.0, 1e-6, 1e-2, 1.0, 10.0, 100.0, 1e3)  # the first iteration (mu from tau), then small to large dampings
+
+
+@pytest.mark.parametrize("K", [37, 200])    # P = 56 > K (where "auto" solves in the samples), and P < K
+@pytest.mark.parametrize("damping", ["nielsen", "marquardt"])
+@pytest.mark.parametrize("jacobian", ["per-sample", "blocks"])
+def test_the_sample_space_system_gives_the_parameter_space_step(K, damping, jacobian):
+    # (J^T J + mu D) delta = -J^T r and delta = -D^-1 J^T (J D^-1 J^T + mu I)^-1 r are the same step
+    # (push-through identity), so LM may solve whichever system is smaller; masked parameters stay
+    # exactly 0 either way, and "auto" is the smaller one, bit for bit.
+    d, m = 3, 5
+    net, P = _mlp(d, m)
+    rng = np.random.default_rng(K)
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.standard_normal((K, d)))
+        z = jnp.asarray(rng.standard_normal(K))
+        live = jnp.asarray(rng.integers(0, 2, P), jnp.float64).at[-1].set(1.0)
+        theta = jnp.asarray(rng.standard_normal(P)) * live
+        kw = dict(live=live, tau=1e-3, damping=damping)
+        if jacobian == "per-sample":
+            kw.update(sample_fn=lambda t, s: net(t, s[0][None, :])[0] - s[1], samples=(x, z))
+        res = lambda t: net(t, x) - z  # noqa: E731
+        out = {}
+        for system in ("auto", "parameters", "samples"):
+            for mu in MUS:
+                state = lm.LMState(mu=jnp.asarray(mu), nu=jnp.asarray(2.0))
+                f = jax.jit(lambda t, s: lm.step(res, t, s, system=system, **kw))
+                mse, _, new, new_state = f(theta, state)
+                out[system, mu] = np.asarray(new), float(new_state.mu)
+        moved = 0
+        for mu in MUS:
+            a, b = out["parameters", mu][0], out["samples", mu][0]
+            np.testing.assert_allclose(b - np.asarray(theta), a - np.asarray(theta), rtol=1e-7, atol=1e-10)
+            assert not a[np.asarray(live) == 0].any() and not b[np.asarray(live) == 0].any()
+            moved += not np.array_equal(a, np.asarray(theta))
+            want = out["samples" if P > K else "parameters", mu]
+            assert np.array_equal(out["auto", mu][0], want[0]) and out["auto", mu][1] == want[1]
+        assert moved >= 3  # the comparison is between steps taken, not between rejected ones
+
+
+def test_an_unknown_system_is_refused():
+    with jax.enable_x64(True), pytest.raises(ValueError, match="system"):
+        lm.step(lambda t: t - 1.0, jnp.zeros(3), lm.init_state(jnp.float64), live=jnp.ones(3), tau=1e-3,
+                damping="nielsen", system="dual")

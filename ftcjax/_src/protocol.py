@@ -300,9 +300,11 @@ def round_lanes_per_step(p: Protocol, *, num_samples: int, in_dim: int, bucket: 
     if not sized or p.optimizer == "lm" or p.polish_steps:
         # LM holds a K x P Jacobian per lane: more lanes in flight spill the cache
         # (benchmarks/trainers.py, W2 with the whole-Jacobian jacrev of 2026-12-02: 9.5 ms at 4,
-        # 16.8 ms at 32). With per-sample Jacobians (2026-12-03) more lanes gain nothing either:
-        # W2 3.84 / 3.82 / 3.83 / 3.98 ms per training at 4 / 8 / 16 / 32, W1 68.7 / 73.6 ms at
-        # 4 / 8; and the lane grouping is part of the bits, so it stays 4
+        # 16.8 ms at 32). With per-sample Jacobians (2026-12-03) more lanes gained nothing: W2
+        # 3.84 / 3.82 / 3.83 / 3.98 ms per training at 4 / 8 / 16 / 32, W1 68.7 / 73.6 ms at 4 / 8.
+        # With the blocked and sample-space solves (2026-12-04) they gain a little: W2 2.35 / 2.10 /
+        # 1.93 ms at 4 / 16 / 32, T64 flat, W1 51 / 54 ms at 2 / 4. The lane grouping is part of the
+        # bits of every LM run that does not name it, so it stays 4
         return lo
     size = auto_lanes_per_step(num_samples=num_samples, in_dim=in_dim, bucket=bucket, depth=p.depth, dtype=p.dtype)
     per_device = max(1, int(lanes_per_round) // ROUND_DEVICES)

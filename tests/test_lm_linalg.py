@@ -162,10 +162,9 @@ def test_the_sample_space_system_gives_the_parameter_space_step(K, damping, jaco
         res = lambda t: net(t, x) - z  # noqa: E731
         out = {}
         for system in ("auto", "parameters", "samples"):
+            f = jax.jit(lambda t, s, system=system: lm.step(res, t, s, system=system, **kw))  # one compile per system
             for mu in MUS:
-                state = lm.LMState(mu=jnp.asarray(mu), nu=jnp.asarray(2.0))
-                f = jax.jit(lambda t, s: lm.step(res, t, s, system=system, **kw))
-                mse, _, new, new_state = f(theta, state)
+                mse, _, new, new_state = f(theta, lm.LMState(mu=jnp.asarray(mu), nu=jnp.asarray(2.0)))
                 out[system, mu] = np.asarray(new), float(new_state.mu)
         moved = 0
         for mu in MUS:

@@ -488,17 +488,11 @@ def _cmd_bracket(args) -> int:
     return 0
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
-
 def _cmd_cache(args) -> int:
     import json
 
     from ftcjax.sweep import compile_cache as cc
+    from ftcjax.sweep.guards import format_bytes as _size
 
     if args.all_versions and not args.clear:
         raise FTCInputError("--all-versions: only with --clear")

@@ -240,7 +240,7 @@ def test_cache_command_lists_clears_and_reports_off(tmp_path):
     shown = cli("--compilation-cache", str(root))
     assert shown.returncode == 0, shown.stderr
     assert f"compilation cache: {root} (--compilation-cache)" in shown.stdout
-    assert "jax entries 3, 303 B; ftcjax executables 2, 2.0 KiB)  <- this jax" in shown.stdout
+    assert "jax entries 3, 303 B; ftcjax executables 2, 1.95 KiB)  <- this jax" in shown.stdout
     listed = json.loads(cli("--compilation-cache", str(root), "--json").stdout)
     assert listed["root"] == str(root) and len(listed["versions"]) == 2
     default = cli()

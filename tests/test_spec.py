@@ -225,3 +225,23 @@ def test_width_rule_pins_a_version_outside_the_hash_and_is_validated():
     for bad, strategy in (("adaptive-v7", "adaptive"), ("adaptive-v1", "bisect")):
         with pytest.raises(FTCInputError, match=r"width.rule: .* is not a version of strategy"):
             parse_spec(BASE.replace("upper = 10", f"upper = 10\nstrategy = '{strategy}'\nrule = '{bad}'"))
+
+
+def test_check_every_enters_the_hash_only_when_set_and_is_checked_per_cell():
+    # A training axis added after sweeps were stored: at its default it is not in the canonical spec,
+    # so every spec written before it keeps its hash (and its run directory its records).
+    from ftcjax.sweep.spec import parse_spec, spec_from_dict
+
+    base = parse_spec(BASE)
+    pinned = parse_spec(BASE + "[train]\ncheck_every = 1\n")
+    assert "check_every" not in base.to_dict()["train"] and pinned.hash == base.hash
+    assert base.axis_dict["check_every"] == (1,)
+    ten = parse_spec(BASE + "[train]\ncheck_every = 10\n")
+    assert ten.to_dict()["train"]["check_every"] == [10] and ten.hash != base.hash
+    assert spec_from_dict(ten.to_dict()) == ten
+    # 3 does not divide the default budget of 2000 steps: one line naming the fields, not a traceback
+    with pytest.raises(SpecError, match="steps: 2000 must be a multiple of check_every = 3"):
+        parse_spec(BASE + "[train]\ncheck_every = 3\n")
+    assert parse_spec(BASE + "[train]\ncheck_every = 3\nsteps = 1500\nsegment = 300\n").axis_dict["check_every"] == (3,)
+    with pytest.raises(SpecError, match="train.check_every"):
+        parse_spec(BASE + "[train]\ncheck_every = 0\n")

@@ -19,7 +19,10 @@ it from the store beside the persistent compilation cache instead of compiling i
 
 Training runs ``lax.scan`` segments of fixed length. A lane that meets the decision criterion freezes
 (``where``, not control flow, so vmap stays cheap) unless ``stop_on_success`` is off; between segments
-a device stops as soon as every one of its lanes has finished (frozen lanes would not change). Widths,
+a device stops as soon as every one of its lanes has finished (frozen lanes would not change). With
+``check_every = k > 1`` a segment is a scan over blocks of k steps: the first step of a block is judged
+(criteria, divergence, stall, freeze), the other k - 1 are bare updates, discarded when the judged step
+freezes the lane. Widths,
 learning rates, step budgets, tolerances and the criterion are per-lane arrays: changing them never
 recompiles (see :mod:`ftcjax._src.protocol` for what does).
 
@@ -174,7 +177,9 @@ def _loss_fn(cfg: StaticConfig, lane: _Lanes):
 
 
 def _trainer(cfg: StaticConfig, lane: _Lanes):
-    """``(init, step)`` of the lane's optimizer (see the module docstring)."""
+    """``(init, step, quiet)`` of the lane's optimizer (see the module docstring); ``quiet(params,
+    opt_state, t) -> (params', opt_state')`` is the same update without its metrics (the steps between
+    checks of ``check_every > 1``)."""
     dtype = jnp.dtype(cfg.dtype)
     loss = _loss_fn(cfg, lane)
     if cfg.optimizer == "lm":
@@ -188,7 +193,7 @@ def _trainer(cfg: StaticConfig, lane: _Lanes):
             return lm.step(residual, params, opt_state, live=cfg.form.live_mask(params, lane.width, cfg),
                            tau=lane.lm_tau, damping=cfg.lm_damping, sample_fn=one_sample, samples=lane.x_t.T)
 
-        return (lambda params: lm.init_state(dtype)), step
+        return (lambda params: lm.init_state(dtype)), step, _without_metrics(step)
 
     # optax mixes its int32 step count with floats; keep our own code under the caller's (possibly
     # strict) promotion rules and give optax the standard ones.
@@ -201,6 +206,8 @@ def _trainer(cfg: StaticConfig, lane: _Lanes):
                 updates, opt_state = tx.update(grads, opt_state, params, value=mse, grad=grads,
                                                value_fn=lambda p: loss(p)[0])
             return mse, max_err, jax.tree.map(lambda p, u: p + u.astype(p.dtype), params, updates), opt_state
+
+        quiet = _without_metrics(step)
     else:
         tx = _direction(cfg, lane)
 
@@ -212,16 +219,32 @@ def _trainer(cfg: StaticConfig, lane: _Lanes):
             lr = lane.learning_rate * schedules.lr_multiplier(cfg.schedule, t, lane.steps, dtype)
             return mse, max_err, jax.tree.map(lambda p, u: p - lr * u.astype(p.dtype), params, updates), opt_state
 
+        residual = _residual_fn(cfg, lane)
+
+        def quiet(params, opt_state, t):
+            # the same update without the max-error reduction (a step between checks reports nothing)
+            grads = jax.grad(lambda p: jnp.mean(jnp.square(residual(p))))(params)
+            if cfg.clips:  # static: without clipping the global norm is not computed at all
+                grads = _clip(grads, lane.clip_norm)
+            with jax.numpy_dtype_promotion("standard"):
+                updates, opt_state = tx.update(grads, opt_state, params)
+            lr = lane.learning_rate * schedules.lr_multiplier(cfg.schedule, t, lane.steps, dtype)
+            return jax.tree.map(lambda p, u: p - lr * u.astype(p.dtype), params, updates), opt_state
+
     def init(params):
         with jax.numpy_dtype_promotion("standard"):
             return tx.init(params)
 
-    return init, step
+    return init, step, quiet
+
+
+def _without_metrics(step):
+    return lambda params, opt_state, t: step(params, opt_state, t)[2:]
 
 
 def _fresh_state(cfg: StaticConfig, lane: _Lanes, params, done) -> _State:
     dtype = jnp.dtype(cfg.dtype)
-    init, _ = _trainer(cfg, lane)
+    init = _trainer(cfg, lane)[0]
     zero = jnp.zeros((), dtype)
     return _State(params, init(params), done, jnp.zeros((), jnp.int32), zero, zero,
                   jnp.zeros((), bool), jnp.full((), jnp.inf, dtype), jnp.zeros((), jnp.int32))
@@ -239,11 +262,23 @@ def _decide(lane: _Lanes, mse, max_err):
 
 
 def _segment_lane(cfg: StaticConfig, state: _State, lane: _Lanes, offset):
-    _, step = _trainer(cfg, lane)
+    """``cfg.segment`` steps from step ``offset``: a scan over blocks of ``cfg.check_every`` steps, the
+    first of each judged (criteria, divergence, stall; the history's row), the others bare updates.
+    Ys: ``(segment // check_every, 2)`` metrics at the judged steps, or None."""
+    _, step, quiet = _trainer(cfg, lane)
+    k = cfg.check_every
 
     def body(st: _State, i):
-        t = offset + i
+        t = offset + i * k
         mse, max_err, params, opt_state = step(st.params, st.opt_state, t)
+        if k > 1:
+            # k = 1 keeps the loop of every run before check_every existed, so its bits are unchanged.
+            # Whatever these steps do is discarded below when the judged step says stop or freeze.
+            def bare(carry, j):
+                return quiet(*carry, t + j), None
+
+            (params, opt_state), _ = jax.lax.scan(bare, (params, opt_state), jnp.arange(1, k, dtype=jnp.int32),
+                                                  unroll=min(cfg.unroll, k - 1))
         _, ok = _decide(lane, mse, max_err)
         finite = jnp.isfinite(mse)
         active = lane.live & (t < lane.steps) & ~st.diverged & ~(st.done & lane.stop_on_success)
@@ -257,7 +292,8 @@ def _segment_lane(cfg: StaticConfig, state: _State, lane: _Lanes, offset):
                      jnp.where(improved, t, st.best_step))
         return new, (jnp.stack([mse, max_err]) if cfg.history_every else None)
 
-    return jax.lax.scan(body, state, jnp.arange(cfg.segment, dtype=jnp.int32), unroll=cfg.unroll)
+    return jax.lax.scan(body, state, jnp.arange(cfg.segment // k, dtype=jnp.int32),
+                        unroll=cfg.unroll if k == 1 else 1)
 
 
 def _dead(cfg: StaticConfig, params, lane: _Lanes):
@@ -420,7 +456,7 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
     # float64 from there (first order finds the basin, LM lands in it).
     recheck = protocol.dtype != "float64" or protocol.polish_steps > 0
     polish = (protocol.replace(optimizer="lm", dtype="float64", steps=protocol.polish_steps, polish_steps=0,
-                               clip_norm=0.0, segment=min(protocol.segment, protocol.polish_steps))
+                               clip_norm=0.0, segment=min(protocol.segment, protocol.polish_steps), check_every=1)
               if protocol.polish_steps else None)
     check = polish or protocol.replace(dtype="float64")
     cfg64 = static_config(check, bucket=bucket, in_dim=d, num_samples=K, form=form)
@@ -458,10 +494,17 @@ def fit_batch(problems: Problem, widths, *, keys, protocol: Protocol, form=None,
                 break  # every lane here has finished: the rest of the budget changes nothing
         if not hist:
             return state, None
-        h = np.concatenate(jax.device_get(hist), axis=1)[:, :budget]
+        k = c.check_every
+        rows = budget // k  # one row per judged step
+        h = np.concatenate(jax.device_get(hist), axis=1)[:, :rows]
         # Segments skipped because every lane had finished: those lanes were frozen, so their
         # metrics stay what they last were.
-        return state, np.concatenate([h, np.repeat(h[:, -1:], budget - h.shape[1], axis=1)], axis=1)
+        h = np.concatenate([h, np.repeat(h[:, -1:], rows - h.shape[1], axis=1)], axis=1)
+        if k == 1:
+            return state, h
+        per_step = np.full((h.shape[0], budget) + h.shape[2:], np.nan, h.dtype)  # NaN: not measured
+        per_step[:, ::k] = h
+        return state, per_step
 
     # The once-per-phase kernels (init, evaluate, resume) run on the first device for every
     # device's lanes: they are cheap to run and costly to compile, and jit compiles a separate copy
@@ -522,7 +565,7 @@ def _combine(out: dict, protocol: Protocol, crit: int) -> FitResult:
     """Host-side: the decision, total steps and end reason from the phases' evaluations."""
     first = out["first"]
     steps = np.where(first["done"], first["stop_step"], protocol.steps)
-    budget, final = protocol.steps, first
+    budget, final, every = protocol.steps, first, protocol.check_every
     if "check" in out and "polish" not in out:
         # float32 run: the float64 metrics at the returned parameters decide.
         ch = out["check"]
@@ -534,10 +577,12 @@ def _combine(out: dict, protocol: Protocol, crit: int) -> FitResult:
         taken = np.where(first["done"] & protocol.stop_on_success, first["stop_step"], protocol.steps)
         steps = np.where(polished, taken + np.where(pol["done"], pol["stop_step"], protocol.polish_steps), steps)
         final = dict(pol, diverged=pol["diverged"] | first["diverged"])
-        budget = protocol.polish_steps
+        budget, every = protocol.polish_steps, 1  # the polish judges every iteration
     passed = final["passed"]
     success = passed[:, crit]
-    stalled = (budget - final["best_step"]) > _STALL_FRACTION * budget
+    # counted from the step after the last judged one (budget - every), so runs judged every k steps
+    # stall by the same rule as runs judged every step (k = 1: budget - best_step)
+    stalled = (budget - every + 1 - final["best_step"]) > _STALL_FRACTION * budget
     reason = np.select([success, final["diverged"], final["dead"], stalled], [0, 2, 3, 4], default=1)
     hist = [h for h in out["hist"] if h is not None]
     history = None

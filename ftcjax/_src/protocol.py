@@ -6,8 +6,8 @@ budget, tolerances, criterion; changing them never recompiles).
 
 What recompiles: ``depth``, ``split``, ``optimizer`` (the name, or the identity of a custom optax
 transformation), ``schedule``, ``segment``, ``dtype``, ``lbfgs_memory``, ``nesterov``, ``lm_damping``,
-``history_every``, ``lanes_per_step``, ``unroll`` and the shapes (bucket, K, d, lane count). Everything else
-(learning rate and its width scaling, betas, eps, weight decay, momentum, clipping, the LM damping
+``history_every``, ``check_every`` (and with ``check_every > 1`` whether ``clip_norm`` is 0), ``lanes_per_step``,
+``unroll`` and the shapes (bucket, K, d, lane count). Everything else (learning rate and its width scaling, betas, eps, weight decay, momentum, clipping, the LM damping
 start, step budgets, tolerances, criterion, ``stop_on_success``) is a per-lane array.
 """
 from __future__ import annotations
@@ -56,7 +56,15 @@ class Protocol:
       polish_steps: LM iterations after a first-order run (0: off); float64 whatever ``dtype``.
       stop_on_success: freeze a run at its first success (False: train to the end of the budget and
         record the loss both at the first success and at the end).
-      history_every: record loss and max error every that many steps per run (0: off, free).
+      history_every: record loss and max error every that many steps per run (0: off, free; a
+        multiple of ``check_every``).
+      check_every: judge a run (criterion, divergence, stall) every that many steps, not every step
+        (1, the default: every step, the bits of every run before the field existed). The steps
+        between checks are bare optimizer steps (no max-error reduction, no criteria, no freezing),
+        so a run can stop only at steps ``0, k, 2k, ...`` and may pass up to ``k - 1`` steps later
+        than with checks every step; a run that goes non-finite between checks is frozen at the
+        non-finite point, as with ``k = 1``. ``steps`` and ``segment`` must be multiples of it.
+        Changes the bits.
       schedule: ``"constant"``, ``"cosine"`` (decay to 0 over ``steps``) or ``"warmup_cosine"`` (5% warmup).
       steps: optimizer steps per training (a budget: by default a run stops at its first success).
       segment: steps per kernel call; between calls the whole batch stops if every run has finished.
@@ -100,6 +108,7 @@ class Protocol:
     polish_steps: int = 0
     stop_on_success: bool = True
     history_every: int = 0
+    check_every: int = 1
     schedule: str = "cosine"
     steps: int = 2000
     segment: int = 250
@@ -156,6 +165,8 @@ class StaticConfig(NamedTuple):
     nesterov: bool
     lm_damping: str
     history_every: int
+    check_every: int
+    clips: bool     # the bare steps between checks clip (check_every > 1 and clip_norm > 0)
     lanes_per_step: int
     unroll: int
     bucket: int
@@ -196,13 +207,18 @@ def validate_protocol(p: Protocol) -> None:
         raise FTCInputError(f"dtype: unknown value {p.dtype!r}; choose float32 or float64")
     if p.matmul_precision not in PRECISIONS:
         raise FTCInputError(f"matmul_precision: unknown value {p.matmul_precision!r}; choose one of {', '.join(PRECISIONS)}")
-    for name in ("steps", "segment", "restarts", "lbfgs_memory", "unroll"):
+    for name in ("steps", "segment", "restarts", "lbfgs_memory", "unroll", "check_every"):
         _positive_int(name, getattr(p, name))
+    for name in ("steps", "segment"):
+        if getattr(p, name) % p.check_every:
+            raise FTCInputError(f"{name}: {getattr(p, name)!r} must be a multiple of check_every = {p.check_every}")
     _positive_int("lanes_per_step", p.lanes_per_step, 0)
     if isinstance(p.train_seed, bool) or not isinstance(p.train_seed, (int, np.integer)) or not 0 <= p.train_seed < 2**32:
         raise FTCInputError(f"train_seed: {p.train_seed!r} must be an integer in [0, 2**32)")
     for name in ("lr_width_ref", "polish_steps", "history_every"):
         _positive_int(name, getattr(p, name), 0)
+    if p.history_every % p.check_every:
+        raise FTCInputError(f"history_every: {p.history_every!r} must be a multiple of check_every = {p.check_every}")
     for name in ("nesterov", "stop_on_success"):
         if not isinstance(getattr(p, name), (bool, np.bool_)):
             raise FTCInputError(f"{name}: {getattr(p, name)!r} must be true or false")
@@ -240,7 +256,8 @@ def static_config(p: Protocol, *, bucket: int, in_dim: int, num_samples: int, fo
     return StaticConfig(depth=p.depth, split=p.split, optimizer=p.optimizer, schedule=p.schedule,
                         segment=min(p.segment, p.steps), dtype=p.dtype, lbfgs_memory=p.lbfgs_memory,
                         nesterov=bool(p.nesterov), lm_damping=p.lm_damping,
-                        history_every=int(p.history_every), unroll=p.unroll, bucket=int(bucket), in_dim=int(in_dim),
+                        history_every=int(p.history_every), check_every=int(p.check_every),
+                        clips=bool(p.check_every > 1 and p.clip_norm > 0), unroll=p.unroll, bucket=int(bucket), in_dim=int(in_dim),
                         lanes_per_step=int(p.lanes_per_step) or round_lanes_per_step(
                             p, num_samples=num_samples, in_dim=in_dim, bucket=bucket, lanes_per_round=1,
                             sized=isinstance(form, Additive)),

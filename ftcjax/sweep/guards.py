@@ -33,7 +33,7 @@ MAX_INSTANCES = 1_000_000       # cells x replicates (records are a few KB each)
 VALUE_CEILINGS: dict[str, int] = {
     "K": 10_000_000, "N": 10_000_000, "d": 1_000_000, "depth": 64, "steps": 1_000_000_000,
     "segment": 1_000_000_000, "restarts": 100_000, "lbfgs_memory": 10_000, "lanes_per_step": 100_000,
-    "unroll": 1_024, "width": 10_000_000, "replicates": MAX_INSTANCES, "chunk_size": 1_000_000,
+    "unroll": 1_024, "check_every": 1_000_000_000, "width": 10_000_000, "replicates": MAX_INSTANCES, "chunk_size": 1_000_000,
 }
 
 

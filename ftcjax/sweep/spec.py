@@ -125,6 +125,10 @@ def _protocol_fields() -> dict[str, tuple[str, Any]]:
 
 
 TRAIN_AXES: dict[str, tuple[str, Any]] = _protocol_fields()  # name -> (kind, default)
+# Training axes added after sweeps were stored: in the canonical spec (so in the hash, which covers the
+# axis names) and in a cell (so in its instance id) only where a spec sets a value other than the
+# default, so that every spec written before one existed keeps its hash and its stored records.
+LATE_TRAIN_AXES = ("check_every",)
 
 
 # The built-in defaults of a sweep are those of the shipped sweeps/default.toml (a test pins the two
@@ -216,6 +220,9 @@ class SweepSpec:
         out = []
         for combo in itertools.product(*(v for _, v in self.axes)):
             cell = dict(zip(names, combo))
+            for axis in LATE_TRAIN_AXES:  # at its default a late axis is not in the cell: ids unchanged
+                if cell.get(axis) == TRAIN_AXES[axis][1]:
+                    del cell[axis]
             if cell["N"] <= cell["K"] and keep_cell(cell, first_depth):
                 out.append(member_cell(cell, self.portfolio) if self.portfolio else cell)
         return out
@@ -248,7 +255,8 @@ def canonical_dict(spec: SweepSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "replicates": spec.replicates,
         "grid": {k: list(axes[k]) for k in GRID_AXES},
-        "train": {k: list(v) for k, v in spec.axes if k in TRAIN_AXES},
+        "train": {k: list(v) for k, v in spec.axes
+                  if k in TRAIN_AXES and not (k in LATE_TRAIN_AXES and list(v) == [TRAIN_AXES[k][1]])},
         # "report" only when not the default, so specs written before it keep their hash; "rule" only
         # when pinned (it is outside the hash: see identity_dict)
         "width": {"values": list(spec.widths), "strategy": spec.strategy,
@@ -483,7 +491,11 @@ def _kernel_message(name: str, value: Any) -> str | None:
             Protocol(**{name: value})
     except (FTCInputError, TypeError) as e:
         msg = str(e)
-        return msg[len(name) + 2:] if msg.startswith(f"{name}: ") else msg
+        if msg.startswith(f"{name}: "):
+            return msg[len(name) + 2:]
+        if msg.partition(": ")[0] in TRAIN_AXES:
+            return None  # this value against another field's default: the cells check the real pairs
+        return msg
     return None
 
 

@@ -131,6 +131,7 @@ def test_run_quick_writes_table_and_json(tmp_path, capsys, monkeypatch):
     data = json.loads(out.read_text())
     impls = {r["impl"] for r in data["W2"]}
     assert "ftcjax fit_batch" in impls and "JAX yardstick (no masks/criteria)" in impls
+    assert "ftcjax check_every=10 (judged every 10 steps)" in impls  # beside the default, not as it
     for r in data["W2"]:
         assert r["trainings_per_s"] > 0 and r["ms_per_training"] > 0
     ftc_rows = [r for r in data["W2"] if r["impl"] == "ftcjax fit_batch"]
@@ -141,6 +142,8 @@ def test_run_quick_writes_table_and_json(tmp_path, capsys, monkeypatch):
     if data["torch_available"]:
         assert any(i.startswith("PyTorch torch.func vmap ensemble") for i in impls)
         assert any(i.startswith("PyTorch eager") for i in impls)
+        goals = {t["target"] for t in data["target_summary"]}
+        assert {"W2 speed-up over eager", "W2 speed-up over eager (check_every = 10)"} <= goals, goals
     else:
         assert "PyTorch is not installed" in printed
     assert res["config"]["mode"] == "quick"

@@ -261,6 +261,17 @@ def bench_ftcjax_batched(ftc, cfg, wl, name, sizes, peak, *, mem_model):
     return rows
 
 
+def _bench_ftcjax_variant(ftc, cfg, wl, name, sizes, peak, impl, **over):
+    """One fit_batch row at the largest B with ``over`` set in the protocol (compiled first, then timed)."""
+    B = max(wl["B"])
+    probs_all, _, _ = make_data(1, num=B, K=wl["K"], d=wl["d"], N=wl["N"])
+    widths = np.full((B,), wl["m"], np.int32)
+    proto = ftc_protocol(ftc, cfg, wl, **over)
+    ftc_fit(ftc, probs_all, widths, ftc_protocol(ftc, cfg, wl, steps=min(cfg["steps"], proto.segment), **over))
+    t = time_fn(lambda: ftc_fit(ftc, probs_all, widths, proto), warmup=0, reps=2)
+    return [_row(name, impl, B, B, t, sizes=sizes, K=wl["K"], steps=cfg["steps"], peak=peak)]
+
+
 def bench_ftcjax_chunk_variant(ftc, cfg, wl, name, sizes, peak):
     """fit_batch with an explicit ``Protocol.lanes_per_step`` (lanes vmapped together per device) at the largest B.
 
@@ -270,15 +281,8 @@ def bench_ftcjax_chunk_variant(ftc, cfg, wl, name, sizes, peak):
     chunk = wl.get("alt_chunk")
     if not chunk:
         return []
-    B = max(wl["B"])
-    probs_all, _, _ = make_data(1, num=B, K=wl["K"], d=wl["d"], N=wl["N"])
-    widths = np.full((B,), wl["m"], np.int32)
-    proto = ftc_protocol(ftc, cfg, wl, lanes_per_step=chunk)
-    ftc_fit(ftc, probs_all, widths, ftc_protocol(ftc, cfg, wl, lanes_per_step=chunk,
-                                                 steps=min(cfg["steps"], proto.segment)))
-    t = time_fn(lambda: ftc_fit(ftc, probs_all, widths, proto), warmup=0, reps=2)
-    return [_row(name, f"ftcjax fixed lanes_per_step={chunk} (before the size rule)", B, B, t, sizes=sizes,
-                 K=wl["K"], steps=cfg["steps"], peak=peak)]
+    return _bench_ftcjax_variant(ftc, cfg, wl, name, sizes, peak,
+                                 f"ftcjax fixed lanes_per_step={chunk} (before the size rule)", lanes_per_step=chunk)
 
 
 CHECK_IMPL = "ftcjax check_every="
@@ -294,15 +298,8 @@ def bench_ftcjax_check_variant(ftc, cfg, wl, name, sizes, peak):
     k = wl.get("alt_check")
     if not k:
         return []
-    B = max(wl["B"])
-    probs_all, _, _ = make_data(1, num=B, K=wl["K"], d=wl["d"], N=wl["N"])
-    widths = np.full((B,), wl["m"], np.int32)
-    proto = ftc_protocol(ftc, cfg, wl, check_every=k)
-    ftc_fit(ftc, probs_all, widths, ftc_protocol(ftc, cfg, wl, check_every=k,
-                                                 steps=min(cfg["steps"], proto.segment)))
-    t = time_fn(lambda: ftc_fit(ftc, probs_all, widths, proto), warmup=0, reps=2)
-    return [_row(name, f"{CHECK_IMPL}{k} (judged every {k} steps)", B, B, t, sizes=sizes,
-                 K=wl["K"], steps=cfg["steps"], peak=peak)]
+    return _bench_ftcjax_variant(ftc, cfg, wl, name, sizes, peak, f"{CHECK_IMPL}{k} (judged every {k} steps)",
+                                 check_every=k)
 
 
 def bench_ftcjax_loop(ftc, cfg, wl, name, sizes, peak):
